@@ -1,0 +1,71 @@
+"""From a generated piano roll to a MIDI file the synthesiser can play.
+
+Timing comes from the plan's tempo (16 steps per 4/4 bar); velocity follows the plan's per-bar
+energy with a light accent on strong beats; notes are cut at the video's end, and the notes of the
+final bar ring on to it so the piece ends on its cadence instead of stopping mid-phrase.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .plan import Plan
+from .roll import STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
+
+PIANO_PROGRAM = 0  # General MIDI Acoustic Grand Piano
+MIN_VELOCITY, MAX_VELOCITY = 40, 110
+BEAT_ACCENT = {0: 8, 2: 4}  # extra velocity on beat 1 and beat 3 of a bar
+
+
+def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
+    """Velocity for a note starting at each step."""
+    step = np.arange(n_steps)
+    bar = np.minimum(step // STEPS_PER_BAR, plan.n_bars - 1)
+    energy = np.asarray(plan.energy)[bar]
+    velocity = MIN_VELOCITY + energy * (MAX_VELOCITY - MIN_VELOCITY - max(BEAT_ACCENT.values()))
+    in_bar = step % STEPS_PER_BAR
+    for beat, accent in BEAT_ACCENT.items():
+        velocity[in_bar == beat * STEPS_PER_BEAT] += accent
+    return np.clip(np.round(velocity), 1, 127).astype(int)
+
+
+def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
+    """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
+    import pretty_midi
+
+    seconds_per_step = 60.0 / plan.tempo / STEPS_PER_BEAT
+    notes = roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1]))
+    final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
+    midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
+    piano = pretty_midi.Instrument(program=program, name="bgmgen piano")
+    for note in notes:
+        start = note.start * seconds_per_step
+        if start >= plan.duration:
+            continue
+        end = note.end * seconds_per_step
+        if note.start >= final_bar_start and _is_last_onset_of_pitch(note, notes):
+            end = plan.duration  # let the closing chord ring to the end
+        end = min(end, plan.duration)
+        if end - start < 0.02:
+            continue
+        piano.notes.append(pretty_midi.Note(velocity=note.velocity, pitch=note.pitch, start=start, end=end))
+    midi.instruments.append(piano)
+    return midi
+
+
+def _is_last_onset_of_pitch(note: Note, notes: list[Note]) -> bool:
+    return not any(n.pitch == note.pitch and n.start > note.start for n in notes)
+
+
+def write_midi(roll: np.ndarray, plan: Plan, path: Path) -> Path:
+    """Write the MIDI atomically (temporary file, then rename)."""
+    midi = roll_to_midi(roll, plan)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        midi.write(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,282 @@
+"""The denoising network: a temporal 1D UNet over piano rolls with segment-aware cross-attention.
+
+The network maps ``(noisy roll, timestep, conditions) -> logits of the clean roll``; it knows
+nothing about noise schedules or sampling (see ``generate.py``). The 88 pitches of both roll
+channels are the convolution channels and time is the axis, which is ~25x cheaper on a CPU than the
+paper's 2D UNet over 128x128 images (measured in docs/benchmarks.md).
+
+SAC-Att (Diff-BGM): at every cross-attention layer a time position may attend only to the tokens of
+its own segment. Self-attention is left global on purpose, so the two halves of a window stay
+coherent (the paper's code split it too, which only the convolutions could bridge).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conditioning import (
+    HALF_BARS,
+    N_ALIGNED_CHANNELS,
+    N_CONTEXT_CHANNELS,
+    N_TOKEN_FEATURES,
+    ConditionBatch,
+)
+from .errors import ModelError
+from .roll import N_PITCHES
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the network; stored inside every checkpoint."""
+
+    channels: tuple[int, ...] = (128, 192, 240)  # width per resolution level (time halves per level)
+    attention: tuple[bool, ...] = (False, False, True)  # self+cross attention blocks at this level
+    res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
+    heads: int = 4
+    ff_mult: int = 2  # feed-forward width multiplier in attention blocks
+    token_dim: int = 128  # width of the condition tokens
+    time_dim: int = 128  # width of the timestep embedding
+    groups: int = 16  # GroupNorm groups
+    roll_channels: int = 2 * N_PITCHES  # onset and sustain over 88 pitches
+    aligned_channels: int = N_ALIGNED_CHANNELS
+    context_channels: int = N_CONTEXT_CHANNELS
+    token_features: int = N_TOKEN_FEATURES
+    n_tokens: int = HALF_BARS
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about itself besides its weights."""
+
+    config: UNetConfig
+    training_steps: int = 0
+    feature_quantiles: dict[str, list[float]] = field(default_factory=dict)  # of the training bar features
+    schedule: dict = field(default_factory=dict)  # noise schedule the model was trained with (diffusers config)
+    notes: str = ""
+    format: int = CHECKPOINT_FORMAT
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps, ``[B] -> [B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, time_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv1d(cin, cout, 3, padding=1)
+        self.time = nn.Linear(time_dim, 2 * cout)  # scale and shift
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.time(temb)[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an optional boolean mask (True = may attend)."""
+
+    def __init__(self, dim: int, kv_dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(kv_dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None])
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over time, cross-attention to condition tokens (SAC-masked), feed-forward."""
+
+    def __init__(self, channels: int, token_dim: int, heads: int, groups: int, ff_mult: int = 2):
+        super().__init__()
+        self.norm_in = nn.GroupNorm(groups, channels)
+        self.norm_self = nn.LayerNorm(channels)
+        self.self_attn = Attention(channels, channels, heads)
+        self.norm_cross = nn.LayerNorm(channels)
+        self.cross_attn = Attention(channels, token_dim, heads)
+        self.norm_ff = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, cross_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm_in(x).transpose(1, 2)  # [B, T, C]
+        s = self.norm_self(h)
+        h = h + self.self_attn(s, s)
+        h = h + self.cross_attn(self.norm_cross(h), tokens, cross_mask)
+        h = h + self.ff(self.norm_ff(h))
+        return x + h.transpose(1, 2)
+
+
+def segment_attention_mask(segment_ids: torch.Tensor, n_positions: int) -> torch.Tensor:
+    """SAC-Att mask ``[B, n_positions, HALF_BARS]``: position i may see token j iff same segment.
+
+    ``segment_ids`` [B, bars]; positions split the window evenly; tokens are half bars.
+    """
+    bars = segment_ids.shape[1]
+    position_bar = torch.arange(n_positions, device=segment_ids.device) * bars // n_positions
+    token_bar = torch.arange(2 * bars, device=segment_ids.device) // 2
+    return segment_ids[:, position_bar][:, :, None] == segment_ids[:, token_bar][:, None, :]
+
+
+class MusicUNet(nn.Module):
+    """Temporal UNet: ``forward(x_t, t, cond) -> logits [B, 2*88, T]`` of the clean roll."""
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.config = c = config
+        self.time_mlp = nn.Sequential(nn.Linear(128, c.time_dim), nn.SiLU(), nn.Linear(c.time_dim, c.time_dim))
+        self.token_proj = nn.Sequential(nn.Linear(c.token_features, c.token_dim), nn.SiLU(), nn.Linear(c.token_dim, c.token_dim))
+        self.token_position = nn.Parameter(torch.zeros(c.n_tokens, c.token_dim))
+        # Learned "no condition" tokens for classifier-free guidance (condition dropout in training).
+        self.null_tokens = nn.Parameter(torch.randn(c.n_tokens, c.token_dim) * 0.02)
+        cin = c.roll_channels + c.aligned_channels + c.context_channels
+        self.conv_in = nn.Conv1d(cin, c.channels[0], 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips = [c.channels[0]]
+        width = c.channels[0]
+        for level, (ch, attn) in enumerate(zip(c.channels, c.attention)):
+            for _ in range(c.res_blocks):
+                self.down.append(ResBlock(width, ch, c.time_dim, c.groups))
+                width = ch
+                if attn:
+                    self.down.append(AttentionBlock(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
+                skips.append(width)
+            if level < len(c.channels) - 1:
+                self.down.append(nn.Conv1d(width, width, 3, stride=2, padding=1))
+                skips.append(width)
+        self.mid = nn.ModuleList([
+            ResBlock(width, width, c.time_dim, c.groups),
+            AttentionBlock(width, c.token_dim, c.heads, c.groups, c.ff_mult),
+            ResBlock(width, width, c.time_dim, c.groups),
+        ])
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(c.channels))):
+            ch, attn = c.channels[level], c.attention[level]
+            for _ in range(c.res_blocks + 1):
+                self.up.append(ResBlock(width + skips.pop(), ch, c.time_dim, c.groups))
+                width = ch
+                if attn:
+                    self.up.append(AttentionBlock(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
+            if level > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                self.up.append(nn.Conv1d(width, width, 3, padding=1))
+        self.norm_out = nn.GroupNorm(c.groups, width)
+        self.conv_out = nn.Conv1d(width, c.roll_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.constant_(self.conv_out.bias, -4.0)  # notes are rare: start from "mostly silent"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: ConditionBatch,
+        drop_condition: torch.Tensor | None = None,
+        segment_aware: bool = True,
+    ) -> torch.Tensor:
+        """``x`` [B, 176, T] noisy roll in [-1, 1]; ``t`` [B] timesteps; returns logits [B, 176, T].
+
+        ``drop_condition`` [B] bool replaces those items' conditions by the null condition (the
+        unconditional branch of classifier-free guidance); the context (music to continue) stays.
+        ``segment_aware=False`` lets every position attend to every token (the "w/o SAC-Att" ablation).
+        """
+        aligned, tokens = cond.aligned, self.token_proj(cond.tokens) + self.token_position
+        if drop_condition is not None:
+            keep = (~drop_condition).float()
+            aligned = aligned * keep[:, None, None]
+            tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
+        temb = self.time_mlp(timestep_embedding(t, 128))
+        h = self.conv_in(torch.cat([x, aligned, cond.context], dim=1))
+        masks: dict[int, torch.Tensor | None] = {}
+
+        def mask_for(length: int) -> torch.Tensor | None:
+            if not segment_aware:
+                return None
+            if length not in masks:
+                masks[length] = segment_attention_mask(cond.segment_ids, length)
+            return masks[length]
+
+        skips = [h]
+        for layer in self.down:
+            h = self._run_layer(layer, h, temb, tokens, mask_for)
+            if not isinstance(layer, AttentionBlock):
+                skips.append(h)
+            else:
+                skips[-1] = h
+        for layer in self.mid:
+            h = self._run_layer(layer, h, temb, tokens, mask_for)
+        for layer in self.up:
+            if isinstance(layer, ResBlock):
+                h = layer(torch.cat([h, skips.pop()], dim=1), temb)
+            else:
+                h = self._run_layer(layer, h, temb, tokens, mask_for)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    @staticmethod
+    def _run_layer(layer, h, temb, tokens, mask_for):
+        if isinstance(layer, ResBlock):
+            return layer(h, temb)
+        if isinstance(layer, AttentionBlock):
+            return layer(h, tokens, mask_for(h.shape[2]))
+        return layer(h)
+
+
+def save_checkpoint(model: MusicUNet, info: ModelInfo, path: Path, half: bool = True) -> None:
+    """Write weights and ``info`` as one safetensors file (fp16 weights keep shipped files small)."""
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    meta = asdict(info)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata={"bgmgen": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[MusicUNet, ModelInfo]:
+    """Load a checkpoint written by ``save_checkpoint``; raises ModelError if missing or mismatched."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ModelError(f"music model checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["bgmgen"])
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure means an unusable file
+        raise ModelError(f"cannot read music model checkpoint {path}: {exc}") from exc
+    meta["config"] = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    info = ModelInfo(**meta)
+    model = MusicUNet(info.config)
+    try:
+        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {path} does not match its configuration: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), info
+

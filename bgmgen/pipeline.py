@@ -1,0 +1,154 @@
+"""The whole pipeline, top to bottom: video -> analysis -> plan -> music -> MIDI -> audio -> video.
+
+    info     = video.probe(path)                      # fail fast on broken input
+    analysis = visual.analyze_video(path)             # frames, shot cuts (TransNetV2), motion, light
+    plan     = plan.make_plan(analysis, options)      # tempo, bars, segments, key, chords, levels
+    roll     = MusicGenerator.generate(plan, seed)    # diffusion, window by window
+    midi     = midi.write_midi(roll, plan, path)      # pretty_midi
+    wav      = audio.render(midi, duration)           # FluidSynth, trimmed and normalised
+    output   = mux.mux(video, wav, output)            # ffmpeg, video copied
+
+Every stage reports progress through ``progress(stage, fraction)``; the library never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import RenderOptions, render
+from .errors import BgmgenError
+from .midi import write_midi
+from .mux import MuxOptions, check_output_path, mux
+from .plan import Plan, PlanOptions, make_plan
+from .sampler import SamplerOptions
+from .video import VideoInfo, probe
+
+log = logging.getLogger("bgmgen")
+
+Progress = Callable[[str, float], None]
+STAGES = ("analyse", "plan", "compose", "render", "mux")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything a run can be told; the CLI builds one from its flags."""
+
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    sampler: SamplerOptions = field(default_factory=SamplerOptions)
+    render: RenderOptions = field(default_factory=RenderOptions)
+    mux: MuxOptions = field(default_factory=MuxOptions)
+    seed: int = 0  # drives the diffusion noise (the plan has its own seed in ``plan``)
+    device: str = "cpu"  # cpu | cuda | auto
+    shot_detector: str = "transnetv2"
+    checkpoint: Path | None = None  # music model; None = the shipped one
+    plan_file: Path | None = None  # use this (edited) plan instead of making one
+
+
+@dataclass
+class ScoreResult:
+    output: Path
+    plan: Plan
+    n_notes: int
+    seconds: dict[str, float]  # wall time per stage
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BgmgenError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise BgmgenError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+class Scorer:
+    """Loads the music model once and scores any number of videos (``batch`` reuses one)."""
+
+    def __init__(self, options: ScoreOptions = ScoreOptions()):
+        from .generate import MusicGenerator
+
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.generator = MusicGenerator.from_checkpoint(options.checkpoint, self.device, options.sampler)
+
+    def compose(self, plan: Plan, progress: Progress | None = None) -> np.ndarray:
+        report = progress or (lambda stage, fraction: None)
+        return self.generator.generate(plan, self.options.seed, progress=lambda f: report("compose", f))
+
+    def midi(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
+        """Write the music for ``video`` as a MIDI file at ``output``."""
+        report = progress or (lambda stage, fraction: None)
+        check_output_path(video, output, self.options.mux.force)
+        seconds: dict[str, float] = {}
+        plan = plan_for(video, probe(video), self.options, self.device, report, seconds)
+        start = time.perf_counter()
+        roll = self.compose(plan, report)
+        seconds["compose"] = time.perf_counter() - start
+        write_midi(roll, plan, output)
+        return ScoreResult(output, plan, int(roll[0].sum()), seconds)
+
+    def score(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
+        """Write ``output``: ``video`` with new music as its sound track."""
+        report = progress or (lambda stage, fraction: None)
+        info = probe(video)
+        check_output_path(video, output, self.options.mux.force)
+        seconds: dict[str, float] = {}
+        plan = plan_for(video, info, self.options, self.device, report, seconds)
+        start = time.perf_counter()
+        roll = self.compose(plan, report)
+        seconds["compose"] = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="bgmgen-") as tmp:
+            start = time.perf_counter()
+            midi_path = write_midi(roll, plan, Path(tmp) / "music.mid")
+            wav = render(midi_path, Path(tmp) / "music.wav", info.duration, self.options.render)
+            seconds["render"] = time.perf_counter() - start
+            report("render", 1.0)
+            start = time.perf_counter()
+            mux(video, wav, output, info.duration, info.has_audio, self.options.mux, progress=lambda f: report("mux", f))
+            seconds["mux"] = time.perf_counter() - start
+            report("mux", 1.0)
+        return ScoreResult(output, plan, int(roll[0].sum()), seconds)
+
+
+def plan_for(
+    video: Path, info: VideoInfo, options: ScoreOptions, device: str, report: Progress, seconds: dict[str, float]
+) -> Plan:
+    """Analyse ``video`` and plan its music, or load the plan file named in ``options``."""
+    from .visual import analyze_video
+
+    start = time.perf_counter()
+    if options.plan_file is not None:
+        plan = Plan.load(options.plan_file)
+        if abs(plan.duration - info.duration) > 0.5:
+            raise BgmgenError(
+                f"plan {options.plan_file} was made for a {plan.duration:.2f} s video; this one lasts {info.duration:.2f} s"
+            )
+        report("analyse", 1.0)
+    else:
+        analysis = analyze_video(
+            video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f)
+        )
+        seconds["analyse"] = time.perf_counter() - start
+        log.info("analysers used: %s", ", ".join(analysis.analysers))
+        start = time.perf_counter()
+        plan = make_plan(analysis, options.plan)
+    seconds["plan"] = time.perf_counter() - start
+    report("plan", 1.0)
+    return plan
+
+
+def plan_only(video: Path, options: ScoreOptions = ScoreOptions(), progress: Progress | None = None) -> Plan:
+    """Analyse and plan without loading the music model (``bgmgen plan``)."""
+    report = progress or (lambda stage, fraction: None)
+    return plan_for(video, probe(video), options, resolve_device(options.device), report, {})

@@ -1,0 +1,221 @@
+"""Training the music model on POP909 windows (``bgmgen train``).
+
+Each step draws random 8-bar windows, transposes them, gives each a random segmentation (for
+SAC-Att) and sometimes a known prefix (so the model learns to continue a previous window), drops
+the conditions of some items (for classifier-free guidance), noises the roll and trains the network
+to recover it with a Bernoulli (BCE) objective: notes fill ~2% of the cells, and a plain MSE drifts
+towards silence (docs/measurements).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .conditioning import build_batch
+from .metrics import chord_tone_ratio, in_key_ratio
+from .model import ModelInfo, MusicUNet, UNetConfig, load_checkpoint, save_checkpoint
+from .pop909 import Corpus, prepare
+from .roll import BARS_PER_WINDOW, STEPS_PER_BAR
+from .sampler import SCHEDULE, TRAIN_TIMESTEPS, SamplerOptions, from_roll, sample_rolls, training_scheduler
+
+log = logging.getLogger("bgmgen")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path  # POP909 folder (…/POP909) or a folder of prepared pop909_*.npz files
+    out: Path = Path("models/bgmgen-music.safetensors")  # EMA weights, written at every checkpoint
+    steps: int = 20000  # total optimiser steps
+    max_minutes: float | None = None  # stop (and save) after this much wall time
+    batch_size: int = 64
+    lr: float = 3e-4
+    warmup_steps: int = 500
+    ema_decay: float = 0.999
+    condition_dropout: float = 0.15  # share of items trained unconditionally (for guidance)
+    context_probability: float = 0.5  # share of items given a known prefix of 1, 2 or 4 bars
+    segment_break_probability: float = 0.2  # chance of a segment boundary at each inner bar line
+    positive_weight: float = 1.0  # BCE weight of note cells
+    checkpoint_every: int = 1000
+    eval_every: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = True
+    state: Path | None = None  # full training state for resuming; default: beside ``out``
+    model: UNetConfig = field(default_factory=UNetConfig)
+
+
+def _state_path(cfg: TrainConfig) -> Path:
+    return cfg.state or cfg.out.with_name(cfg.out.stem + ".train-state.pt")
+
+
+def load_corpora(data: Path, cache: Path) -> dict[str, Corpus]:
+    """Prepared corpora by split; prepares them from a POP909 folder into ``cache`` if needed."""
+    if (data / "pop909_train.npz").exists():
+        folder = data
+    else:
+        folder = cache
+        if not (cache / "pop909_train.npz").exists():
+            log.info("quantising POP909 from %s into %s", data, cache)
+            prepare(data, cache)
+    return {name: Corpus.load(folder / f"pop909_{name}.npz") for name in ("train", "valid", "test")}
+
+
+def random_segments(batch: int, rng: np.random.Generator, p_break: float) -> np.ndarray:
+    breaks = rng.random((batch, BARS_PER_WINDOW)) < p_break
+    breaks[:, 0] = False
+    return np.cumsum(breaks, axis=1)
+
+
+def make_batch(corpus: Corpus, index: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, augment: bool, device):
+    """Rolls [B, 2, T, 88] and their ConditionBatch, with the loss mask over steps [B, T]."""
+    n = len(index)
+    shift = rng.integers(-6, 6, size=n) if augment else np.zeros(n, dtype=np.int64)
+    roll, chroma, root, bass, features, _ = corpus.windows(index, shift, device=device)
+    segments = torch.as_tensor(random_segments(n, rng, cfg.segment_break_probability), device=device)
+    prefix_bars = np.where(rng.random(n) < cfg.context_probability, rng.choice([1, 2, 4], size=n), 0)
+    known = torch.as_tensor(prefix_bars * STEPS_PER_BAR, device=device)
+    cond = build_batch(chroma, root, bass, features, segments, roll, known)
+    loss_mask = (torch.arange(roll.shape[2], device=device)[None, :] >= known[:, None]).float()
+    return roll, cond, loss_mask
+
+
+def diffusion_loss(model, scheduler, roll, cond, loss_mask, drop, pos_weight, generator=None) -> torch.Tensor:
+    x0 = from_roll(roll)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    t = torch.randint(0, TRAIN_TIMESTEPS, (x0.shape[0],), generator=generator, device=x0.device)
+    xt = scheduler.add_noise(x0, noise, t)
+    logits = model(xt, t, cond, drop_condition=drop)
+    target = (x0 > 0).float()
+    weight = torch.where(target > 0, pos_weight, 1.0) * loss_mask[:, None, :]
+    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    return loss / (loss_mask.sum() * x0.shape[1])
+
+
+def evaluate_samples(model, corpus: Corpus, cfg: TrainConfig, device, n: int = 32) -> dict[str, float]:
+    """Sample ``n`` fixed validation windows and compare notes, chord tones and key with the real music."""
+    rng = np.random.default_rng(1234)
+    index = rng.choice(len(corpus.window_starts), size=min(n, len(corpus.window_starts)), replace=False)
+    no_context = replace(cfg, context_probability=0.0)
+    roll, cond, _ = make_batch(corpus, index, rng, no_context, augment=False, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    fake = sample_rolls(model, cond, SamplerOptions(steps=20, guidance=5.0), generator).cpu().numpy()
+    real = roll.cpu().numpy()
+    chroma = cond.aligned[:, : 88].cpu().numpy()  # chord-tone mask per pitch; recover chroma per step
+    stats: dict[str, list[float]] = {k: [] for k in ("notes", "real_notes", "chord_tones", "real_chord_tones", "in_key", "real_in_key")}
+    for i, w in enumerate(index):
+        song = corpus.window_song[w]
+        scale = _scale(int(corpus.key_tonic[song]), bool(corpus.key_minor[song]))
+        step_chroma = _chroma_from_mask(chroma[i])
+        for prefix, r in (("", fake[i]), ("real_", real[i])):
+            stats[prefix + "notes"].append(float(r[0].sum()))
+            stats[prefix + "chord_tones"].append(chord_tone_ratio(r, step_chroma))
+            stats[prefix + "in_key"].append(in_key_ratio(r, scale))
+    return {k: float(np.nanmean(v)) for k, v in stats.items()}
+
+
+def _scale(tonic: int, minor: bool) -> tuple[int, ...]:
+    from .harmony import Key
+
+    return Key(tonic, "minor" if minor else "major").scale
+
+
+def _chroma_from_mask(mask: np.ndarray) -> np.ndarray:
+    """[88, T] chord-tone mask -> [T, 12] chroma (the mask repeats every octave)."""
+    from .roll import PITCH_LOW
+
+    chroma = np.zeros((mask.shape[1], 12))
+    for col in range(12):
+        chroma[:, (col + PITCH_LOW) % 12] = mask[col]
+    return chroma
+
+
+def _cosine(step: int, cfg: TrainConfig, elapsed: float) -> float:
+    """Cosine decay to 10% over the run, measured in steps or, with a time budget, in wall time."""
+    done = step / cfg.steps
+    if cfg.max_minutes is not None:
+        done = max(done, elapsed / (cfg.max_minutes * 60))
+    return 0.1 + 0.45 * (1 + np.cos(np.pi * min(done, 1.0)))
+
+
+def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None, cache: Path = Path(".cache/pop909")) -> Path:
+    """Train (or resume) and write the EMA checkpoint to ``cfg.out``; returns that path."""
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    corpora = load_corpora(cfg.data, cache)
+    train_set, valid_set = corpora["train"], corpora["valid"]
+    model = MusicUNet(cfg.model).to(device)
+    ema = MusicUNet(cfg.model).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    step = 0
+    state_path = _state_path(cfg)
+    if cfg.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        log.info("resumed from %s at step %d", state_path, step)
+    scheduler = training_scheduler()
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    rng = np.random.default_rng(cfg.seed + step)
+    info = ModelInfo(config=cfg.model, feature_quantiles=train_set.feature_quantiles(), schedule=dict(SCHEDULE))
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = cfg.out.with_suffix(".log.jsonl")
+    started = time.monotonic()
+    losses: list[float] = []
+
+    def checkpoint() -> None:
+        save_checkpoint(ema, replace(info, training_steps=step), cfg.out)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
+
+    while step < cfg.steps:
+        model.train()
+        index = rng.integers(0, len(train_set.window_starts), size=cfg.batch_size)
+        roll, cond, loss_mask = make_batch(train_set, index, rng, cfg, augment=True, device=device)
+        drop = torch.as_tensor(rng.random(cfg.batch_size) < cfg.condition_dropout, device=device)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(step, cfg, time.monotonic() - started)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = diffusion_loss(model, scheduler, roll, cond, loss_mask, drop, cfg.positive_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p, 1 - decay)
+        step += 1
+        losses.append(loss.item())
+        record: dict = {"step": step, "loss": float(np.mean(losses[-100:])), "lr": lr}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            ema.eval()
+            record.update(evaluate_samples(ema, valid_set, cfg, device))
+            record["minutes"] = (time.monotonic() - started) / 60
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            log.info("step %d %s", step, record)
+        out_of_time = cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+            checkpoint()
+        if progress:
+            progress(step, cfg.steps, record)
+        if out_of_time:
+            break
+    return cfg.out
