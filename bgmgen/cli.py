@@ -25,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft_wrap: an error stays one line in logs
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv", ".ogg", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
 
 # Options shared by several commands.
@@ -112,6 +112,10 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
         raise BgmgenError("--steps must be at least 1")
     if sampler not in ("dpm", "ddim", "ddpm"):
         raise BgmgenError(f"unknown sampler {sampler!r}: use dpm, ddim or ddpm")
+    if key is not None:
+        from .plan import choose_key
+
+        choose_key(PlanOptions(key=key), 0.5, None)  # a bad --key fails now, not after the analysis
     return ScoreOptions(
         plan=PlanOptions(tempo=tempo, key=key, seed=seed),
         sampler=SamplerOptions(sampler=sampler, steps=steps, guidance=guidance),
@@ -143,20 +147,22 @@ def score(
 ) -> None:
     """Write VIDEO with new music as its sound track."""
     with _cli_errors(debug):
-        from .mux import default_output_path
+        from .mux import check_output_path, default_output_path
         from .pipeline import Scorer
         from .video import probe
 
         info = probe(_check_input(video))
         output = output or default_output_path(video, info.video_codec)
+        check_output_path(video, output, force)  # before the model loads
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector,
                            soundfont, keep_audio, force)
+        scorer = Scorer(options)
         with _progress(quiet) as progress:
-            result = Scorer(options).score(video, output, progress)
+            result = scorer.score(video, output, progress)
         if not quiet:
             p = result.plan
             err.print(f"{p.n_bars} bars at {p.tempo:.1f} BPM in {p.key}, {len(p.segments)} segments, {result.n_notes} notes; "
-                      f"cuts off bar lines by {p.cut_alignment_error:.2f} s on average", highlight=False)
+                      f"cuts off bar lines by {p.cut_alignment_error:.2f} s on average", highlight=False, soft_wrap=True)
         typer.echo(str(result.output))
 
 
@@ -170,13 +176,15 @@ def midi(
 ) -> None:
     """Write the music for VIDEO as a MIDI file."""
     with _cli_errors(debug):
-        from .pipeline import Scorer
+        from .pipeline import Scorer, check_file_output
 
         _check_input(video)
         output = output or video.with_suffix(".mid")
+        check_file_output(video, output, force)  # before the model loads
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector, force=force)
+        scorer = Scorer(options)
         with _progress(quiet) as progress:
-            result = Scorer(options).midi(video, output, progress)
+            result = scorer.midi(video, output, progress)
         typer.echo(str(result.output))
 
 
@@ -189,12 +197,11 @@ def plan_command(
 ) -> None:
     """Write the musical plan (tempo, segments, key, chords, levels) as editable JSON."""
     with _cli_errors(debug):
-        from .mux import check_output_path
-        from .pipeline import plan_only
+        from .pipeline import check_file_output, plan_only
 
         _check_input(video)
         output = output or video.with_name(f"{video.stem}.plan.json")
-        check_output_path(video, output, force)
+        check_file_output(video, output, force)
         options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector)
         with _progress(quiet) as progress:
             result = plan_only(video, options, progress)

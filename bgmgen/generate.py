@@ -9,6 +9,7 @@ over window boundaries instead of being cut (Diff-BGM generated windows independ
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,14 @@ log = logging.getLogger("bgmgen")
 
 OVERLAP_BARS = 2
 HOP_BARS = BARS_PER_WINDOW - OVERLAP_BARS
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "bgmgen-music.safetensors"
+CHECKPOINT_NAME = "bgmgen-music.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """The shipped model: in the repository (editable installs) or under <prefix>/share/bgmgen."""
+    in_repo = Path(__file__).resolve().parent.parent / "models" / CHECKPOINT_NAME
+    installed = Path(sys.prefix) / "share" / "bgmgen" / "models" / CHECKPOINT_NAME
+    return in_repo if in_repo.exists() or not installed.exists() else installed
 
 
 def level_to_feature(level: float, quantiles: list[float]) -> float:
@@ -72,7 +80,7 @@ class MusicGenerator:
 
     @classmethod
     def from_checkpoint(cls, path: Path | None = None, device: str = "cpu", options: SamplerOptions = SamplerOptions()) -> MusicGenerator:
-        model, info = load_checkpoint(path or DEFAULT_CHECKPOINT, device)
+        model, info = load_checkpoint(path or default_checkpoint(), device)
         return cls(model, info, device, options)
 
     def generate(self, plan: Plan, seed: int = 0, progress: Callable[[float], None] | None = None) -> np.ndarray:

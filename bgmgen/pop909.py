@@ -133,21 +133,23 @@ class Corpus:
         parts: dict[str, list] = {k: [] for k in ("roll", "chroma", "root", "bass", "feat", "starts", "song")}
         offset = 0
         for i, song in enumerate(songs):
-            # Pad each song to whole bars and realign so its windows start on multiples of 16 steps.
-            shift = (-int(song.window_starts[0]) % STEPS_PER_BAR) if len(song.window_starts) else 0
-            n = song.roll.shape[0] + shift
-            n_padded = -(-n // STEPS_PER_BAR) * STEPS_PER_BAR
-            pad = ((shift, n_padded - n),)
-            roll = np.pad(song.roll, pad + ((0, 0), (0, 0)))
-            velocity = np.pad(song.velocity, pad + ((0, 0),))
+            # Re-lay each song on whole bars so its windows start on multiples of 16 steps.
+            source, starts = _bar_grid(song.window_starts, song.roll.shape[0])
+
+            def lay(a: np.ndarray, fill: int = 0) -> np.ndarray:
+                out = a[np.maximum(source, 0)]
+                out[source < 0] = fill
+                return out
+
+            roll, velocity = lay(song.roll), lay(song.velocity)
             parts["roll"].append(roll)
-            parts["chroma"].append(np.pad(song.chroma, pad + ((0, 0),)))
-            parts["root"].append(np.pad(song.root, pad, constant_values=-1))
-            parts["bass"].append(np.pad(song.bass, pad, constant_values=-1))
+            parts["chroma"].append(lay(song.chroma))
+            parts["root"].append(lay(song.root, -1))
+            parts["bass"].append(lay(song.bass, -1))
             parts["feat"].append(bar_features_from_roll(roll.transpose(1, 0, 2).astype(np.float32), velocity.astype(np.float32)))
-            parts["starts"].append(song.window_starts + shift + offset)
-            parts["song"].append(np.full(len(song.window_starts), i))
-            offset += n_padded
+            parts["starts"].append(starts + offset)
+            parts["song"].append(np.full(len(starts), i))
+            offset += len(source)
         return cls(
             roll=np.concatenate(parts["roll"]),
             chroma=np.concatenate(parts["chroma"]),
@@ -220,6 +222,28 @@ class Corpus:
                 "bar_features": torch.as_tensor(self.bar_features, device=device),
             }
         return cache[key]
+
+
+def _bar_grid(window_starts: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lay a song out so every window starts on a multiple of 16 steps and it ends on a whole bar.
+
+    Returns the source step of every new step (-1 = inserted silence) and the new window starts.
+    Windows lie inside runs of whole 4/4 bars, so within a run they share one phase; a bar of
+    another length between runs shifts the next run's phase, and silence is inserted just before its
+    first window (never inside a window), which keeps ``bar_features`` rows on the windows' bars.
+    """
+    pieces, new_starts = [], []
+    src = out = 0  # steps of the song consumed, steps laid out
+    for start in window_starts:
+        pad = -(out + start - src) % STEPS_PER_BAR
+        if pad:
+            pieces += [np.arange(src, start), np.full(pad, -1)]
+            out, src = out + start - src + pad, start
+        new_starts.append(out + start - src)
+    pieces.append(np.arange(src, n_steps))
+    out += n_steps - src
+    pieces.append(np.full(-out % STEPS_PER_BAR, -1))
+    return np.concatenate(pieces).astype(np.int64), np.array(new_starts, dtype=np.int64)
 
 
 def _shift_pitch(roll, shift):
