@@ -261,6 +261,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
     lr: Annotated[float, typer.Option("--lr")] = 3e-4,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the saved training state.")] = True,
+    backbone: Annotated[str, typer.Option("--backbone", help="temporal1d (fast on CPU) or paper2d (Diff-BGM's 2D UNet, for GPUs).")] = "temporal1d",
     seed: SeedOpt = 0, device: DeviceOpt = "auto", quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train the music model on POP909 (resumable; writes safetensors)."""
@@ -270,10 +271,16 @@ def train(
         from .train import TrainConfig
         from .train import train as run_training
 
+        from .model import UNetConfig
+        from .model2d import PAPER_CONFIG
+
         if not data.exists():
             raise InputError(f"{data}: no such folder (point --data at POP909)")
+        configs = {"temporal1d": UNetConfig(), "paper2d": PAPER_CONFIG}
+        if backbone not in configs:
+            raise BgmgenError(f"unknown backbone {backbone!r}: use temporal1d or paper2d")
         cfg = TrainConfig(data=data, out=out, steps=steps, max_minutes=minutes, batch_size=batch_size, lr=lr,
-                          seed=seed, device=resolve_device(device), resume=resume)
+                          seed=seed, device=resolve_device(device), resume=resume, model=configs[backbone])
         with _progress(quiet) as progress:
             run_training(cfg, progress=lambda step, total, record: progress("train", step / total))
         typer.echo(str(out))

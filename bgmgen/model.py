@@ -38,6 +38,7 @@ CHECKPOINT_FORMAT = 1
 class UNetConfig:
     """Shape of the network; stored inside every checkpoint."""
 
+    backbone: str = "temporal1d"  # temporal1d (pitches as channels, CPU-friendly) or paper2d (model2d.py)
     channels: tuple[int, ...] = (128, 192, 240)  # width per resolution level (time halves per level)
     attention: tuple[bool, ...] = (False, False, True)  # self+cross attention blocks at this level
     res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
@@ -245,6 +246,17 @@ class MusicUNet(nn.Module):
         return layer(h)
 
 
+def build_model(config: UNetConfig) -> nn.Module:
+    """The network a configuration describes."""
+    if config.backbone == "temporal1d":
+        return MusicUNet(config)
+    if config.backbone == "paper2d":
+        from .model2d import PaperUNet2D
+
+        return PaperUNet2D(config)
+    raise ModelError(f"unknown backbone {config.backbone!r}: use temporal1d or paper2d")
+
+
 def save_checkpoint(model: MusicUNet, info: ModelInfo, path: Path, half: bool = True) -> None:
     """Write weights and ``info`` as one safetensors file (fp16 weights keep shipped files small)."""
     from safetensors.torch import save_file
@@ -258,7 +270,7 @@ def save_checkpoint(model: MusicUNet, info: ModelInfo, path: Path, half: bool = 
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[MusicUNet, ModelInfo]:
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
     """Load a checkpoint written by ``save_checkpoint``; raises ModelError if missing or mismatched."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -269,11 +281,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Mus
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["bgmgen"])
         tensors = load_file(str(path))
+        meta["config"] = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+        info = ModelInfo(**meta)
     except Exception as exc:  # noqa: BLE001 - any parse failure means an unusable file
         raise ModelError(f"cannot read music model checkpoint {path}: {exc}") from exc
-    meta["config"] = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    info = ModelInfo(**meta)
-    model = MusicUNet(info.config)
+    model = build_model(info.config)
     try:
         model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +164,9 @@ class Corpus:
         )
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, **{k: v for k, v in self.__dict__.items() if k != "song_ids"}, song_ids=np.array(self.song_ids))
+        # Only the fields: ``windows`` caches device tensors in the instance too.
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "song_ids"}
+        np.savez_compressed(path, **arrays, song_ids=np.array(self.song_ids))
 
     @classmethod
     def load(cls, path: Path) -> Corpus:

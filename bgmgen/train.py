@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .conditioning import build_batch
 from .metrics import chord_tone_ratio, in_key_ratio
-from .model import ModelInfo, MusicUNet, UNetConfig, load_checkpoint, save_checkpoint
+from .model import ModelInfo, UNetConfig, build_model, save_checkpoint
 from .pop909 import Corpus, prepare
 from .roll import BARS_PER_WINDOW, STEPS_PER_BAR
 from .sampler import SCHEDULE, TRAIN_TIMESTEPS, SamplerOptions, from_roll, sample_rolls, training_scheduler
@@ -143,7 +143,8 @@ def _cosine(step: int, cfg: TrainConfig, elapsed: float) -> float:
     done = step / cfg.steps
     if cfg.max_minutes is not None:
         done = max(done, elapsed / (cfg.max_minutes * 60))
-    return 0.1 + 0.45 * (1 + np.cos(np.pi * min(done, 1.0)))
+    # A Python float: a numpy scalar lr in the optimizer state makes torch.load(weights_only=True) refuse it.
+    return float(0.1 + 0.45 * (1 + np.cos(np.pi * min(done, 1.0))))
 
 
 def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None, cache: Path = Path(".cache/pop909")) -> Path:
@@ -156,8 +157,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = 
         torch.backends.cudnn.benchmark = True
     corpora = load_corpora(cfg.data, cache)
     train_set, valid_set = corpora["train"], corpora["valid"]
-    model = MusicUNet(cfg.model).to(device)
-    ema = MusicUNet(cfg.model).to(device)
+    model = build_model(cfg.model).to(device)
+    ema = build_model(cfg.model).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)

@@ -9,7 +9,10 @@ from bgmgen.harmony import NO_CHORD, Chord, Key, chord_from_pitch_classes, parse
 C, Cs, D, Eb, E, F, Fs, G, Ab, A, Bb, B = range(12)
 
 
-@pytest.mark.parametrize("name, pc", [("C", 0), ("C#", 1), ("Db", 1), ("Eb", 3), ("F#", 6), ("Gb", 6), ("Cb", 11), ("B#", 0), ("Bbb", 9), ("a", 9)])
+@pytest.mark.parametrize(
+    "name, pc",
+    [("C", 0), ("C#", 1), ("Db", 1), ("Eb", 3), ("F#", 6), ("Gb", 6), ("Cb", 11), ("B#", 0), ("Bbb", 9), ("a", 9)],
+)
 def test_parse_pitch_class(name, pc):
     assert parse_pitch_class(name) == pc
 

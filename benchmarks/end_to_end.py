@@ -1,0 +1,252 @@
+"""End-to-end benchmark: how long scoring a minute of 720p video takes, stage by stage.
+
+Makes a synthetic 1280x720, 30 fps H.264 clip with hard cuts and a sound track in a temporary folder,
+then times, in one run:
+
+- the baseline: one full ``ffmpeg -i clip -f null -`` decode;
+- each stage through the library (``bgmgen.pipeline.Scorer``): probe, model load, analyse (with a
+  separate breakdown of its decode, TransNetV2 load and inference), plan, compose, render, mux;
+- the wall time of a whole ``bgmgen score`` run in a fresh process (imports and model loads included);
+
+and prints a markdown table with the ratio of the total to the ffmpeg decode and the peak memory
+(RSS) of each. With ``--repeat N`` every number is the median of N runs.
+
+    python benchmarks/end_to_end.py [--duration 60] [--repeat 1] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
+
+SIZE = (1280, 720)  # pixels
+FPS = 30  # frames per second of the benchmark clip
+CUT_SHARES = (0.19, 0.37, 0.52, 0.74, 0.88)  # cut times as shares of the duration (irregular shot lengths)
+# One lavfi chain per shot, each a different look so every cut is a hard one. Mandelbrot is drawn small
+# and scaled up: at full size it takes longer to make than the whole benchmark.
+SHOTS = (
+    "testsrc2=s={w}x{h}:r={fps}",
+    "mandelbrot=s=320x180:r={fps},scale={w}:{h}",
+    "life=s=320x180:r={fps}:mold=10:ratio=0.1:life_color=#f0c020:death_color=#203040,scale={w}:{h}:flags=neighbor",
+    "smptehdbars=s={w}x{h}:r={fps}",
+    "rgbtestsrc=s={w}x{h}:r={fps},hue=H=2*PI*t",
+    "testsrc2=s={w}x{h}:r={fps},negate",
+)
+MIB = 1024  # ru_maxrss is in KiB on Linux
+
+
+def make_clip(path: Path, duration: float) -> list[float]:
+    """Write the benchmark clip to ``path``; returns its cut times in seconds."""
+    cuts = [round(share * duration * FPS) / FPS for share in CUT_SHARES]
+    bounds = [0, *(round(c * FPS) for c in cuts), round(duration * FPS)]
+    chains, labels = [], []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        source = SHOTS[i % len(SHOTS)].format(w=SIZE[0], h=SIZE[1], fps=FPS)
+        chains.append(f"{source},trim=end_frame={b - a},setpts=PTS-STARTPTS,format=yuv420p[s{i}]")
+        labels.append(f"[s{i}]")
+    chains.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[v]")
+    # A sound track to replace: a slow two-tone chirp with a little noise.
+    chains.append(f"aevalsrc=0.2*sin(2*PI*(220+40*sin(t))*t)+0.02*random(0):s=44100:d={duration}[a]")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", ";".join(chains), "-map", "[v]", "-map", "[a]",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "60", "-c:a", "aac", "-b:a", "128k", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    return cuts
+
+
+def run_child(cmd: list[str], **kwargs) -> tuple[float, int]:
+    """Run ``cmd`` to the end; returns (wall seconds, peak RSS in KiB of it and the children it waited for)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not every child's so far
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {stderr.decode(errors='replace')[-500:]}")
+    return seconds, usage.ru_maxrss
+
+
+def library_run(clip: Path, out: Path, device: str) -> tuple[dict[str, float], dict]:
+    """Score ``clip`` through the library; returns (seconds per stage, facts about the run)."""
+    from bgmgen.pipeline import ScoreOptions, Scorer
+    from bgmgen.video import probe
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    probe(clip)
+    seconds["probe"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scorer = Scorer(ScoreOptions(device=device, mux=_force()))
+    seconds["model load"] = time.perf_counter() - start
+    result = scorer.score(clip, out)
+    seconds.update(result.seconds)
+    facts = {"bars": result.plan.n_bars, "tempo": result.plan.tempo, "cuts": result.plan.cuts, "notes": result.n_notes}
+    return seconds, facts
+
+
+def _force():
+    from bgmgen.mux import MuxOptions
+
+    return MuxOptions(force=True)
+
+
+def analyse_breakdown(clip: Path, device: str) -> dict[str, float]:
+    """The analyse stage in parts, timed on their own: decoding the small frames, TransNetV2 load and inference."""
+    import numpy as np
+
+    from bgmgen.shots import TransNetV2Detector
+    from bgmgen.video import iter_frames, probe
+    from bgmgen.visual import ANALYSIS_FPS, ANALYSIS_SIZE
+
+    info = probe(clip)
+    start = time.perf_counter()
+    frames = np.concatenate(list(iter_frames(info, fps=ANALYSIS_FPS, size=ANALYSIS_SIZE)))
+    decode = time.perf_counter() - start
+    detector = TransNetV2Detector(device=device)
+    start = time.perf_counter()
+    detector.detect(frames[:1], ANALYSIS_FPS)  # the first call loads the weights (one tiny window)
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    detector.detect(frames, ANALYSIS_FPS)
+    infer = time.perf_counter() - start
+    return {"decode 48x27 @ 25 fps": decode, "TransNetV2 load": load, "TransNetV2 inference": infer}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _cell(values: list[float]) -> str:
+    """'1.23' for one run, '1.23 (1.10-1.40)' for several."""
+    if not values:
+        return "-"
+    text = f"{_median(values):.2f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}-{max(values):.2f})"
+    return text
+
+
+def report(runs: list[dict], meta: dict) -> str:
+    """The markdown table for the collected runs."""
+    def col(key: str, part: str = "stages") -> list[float]:
+        return [r[part][key] for r in runs if key in r[part]]
+
+    decode = col("ffmpeg decode", "baseline")
+    library_total = [sum(r["stages"].values()) for r in runs]
+    cli_total = col("bgmgen score", "baseline")
+    base = _median(decode)
+    lines = [
+        f"Clip: {meta['duration']:.0f} s, {SIZE[0]}x{SIZE[1]}, {FPS} fps H.264 + AAC, {len(meta['cuts'])} hard cuts "
+        f"({', '.join(f'{c:.2f}' for c in meta['cuts'])} s); device {meta['device']}; {len(runs)} run(s), "
+        "median (min-max) seconds.",
+        "",
+        "| Stage | Seconds | x ffmpeg decode |",
+        "|---|---:|---:|",
+        f"| baseline: `ffmpeg -i clip -f null -` | {_cell(decode)} | 1.00 |",
+    ]
+    order = ["probe", "model load", "analyse", "plan", "compose", "render", "mux"]
+    parts = list(runs[0]["analyse parts"])
+    for key in order:
+        values = col(key)
+        lines.append(f"| {key} | {_cell(values)} | {_median(values) / base:.2f} |")
+        if key == "analyse":
+            for part in parts:
+                values = col(part, "analyse parts")
+                lines.append(f"| &nbsp;&nbsp;of which {part} (timed alone) | {_cell(values)} | {_median(values) / base:.2f} |")
+    lines.append(f"| **library total** (stages above) | {_cell(library_total)} | {_median(library_total) / base:.2f} |")
+    lines.append(f"| **`bgmgen score` wall time** (new process, imports included) | {_cell(cli_total)} | "
+                 f"{_median(cli_total) / base:.2f} |")  # fmt: skip
+    rss = lambda key: _median([r["peak_rss_mib"][key] for r in runs])  # noqa: E731
+    lines += [
+        "",
+        f"Peak RSS: `bgmgen score` process (with its ffmpeg/FluidSynth children) {rss('bgmgen score'):.0f} MiB; "
+        f"library run in this process {rss('library'):.0f} MiB; ffmpeg decode {rss('ffmpeg decode'):.0f} MiB.",
+        f"Music: {runs[0]['facts']['bars']} bars at {runs[0]['facts']['tempo']:.1f} BPM, {runs[0]['facts']['notes']} "
+        f"notes; cuts found at {', '.join(f'{c:.2f}' for c in runs[0]['facts']['cuts'])} s.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of video (default 60)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs to take the median of (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.repeat < 1:
+        parser.error("--duration must be positive and --repeat at least 1")
+
+    import torch
+
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
+        "cpu": cpu_model(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
+        "load_before": os.getloadavg(),
+        "duration": args.duration,
+        "device": args.device,
+    }
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bgmgen-bench-") as tmp:
+        clip = Path(tmp) / "bench.mp4"
+        print(f"making a {args.duration:g} s {SIZE[0]}x{SIZE[1]} clip ...", file=sys.stderr)
+        meta["cuts"] = make_clip(clip, args.duration)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        for i in range(args.repeat):
+            print(f"run {i + 1}/{args.repeat} ...", file=sys.stderr)
+            run: dict = {"baseline": {}, "peak_rss_mib": {}}
+            seconds, rss = run_child(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-f", "null", "-"])
+            run["baseline"]["ffmpeg decode"], run["peak_rss_mib"]["ffmpeg decode"] = seconds, rss / MIB
+            run["stages"], run["facts"] = library_run(clip, Path(tmp) / "library.scored.mp4", args.device)
+            run["peak_rss_mib"]["library"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
+            run["analyse parts"] = analyse_breakdown(clip, args.device)
+            cli = [sys.executable, "-m", "bgmgen.cli", "score", str(clip), "-o", str(Path(tmp) / "cli.scored.mp4"),
+                   "--force", "--quiet", "--device", args.device]  # fmt: skip
+            seconds, rss = run_child(cli, cwd=REPO, env=env)
+            run["baseline"]["bgmgen score"], run["peak_rss_mib"]["bgmgen score"] = seconds, rss / MIB
+            runs.append(run)
+    meta["load_after"] = os.getloadavg()
+    print(
+        f"{meta['date']}, {meta['cpu']}, {meta['cpus']} CPUs (torch threads {meta['torch_threads']}), "
+        f"load average before {meta['load_before'][0]:.2f} / after {meta['load_after'][0]:.2f}; "
+        f"Python {meta['python']}, torch {meta['torch']}, {meta['ffmpeg']}\n"
+    )
+    print(report(runs, meta))
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
