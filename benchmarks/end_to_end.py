@@ -62,23 +62,33 @@ def make_clip(path: Path, duration: float) -> list[float]:
     chains.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[v]")
     # A sound track to replace: a slow two-tone chirp with a little noise.
     chains.append(f"aevalsrc=0.2*sin(2*PI*(220+40*sin(t))*t)+0.02*random(0):s=44100:d={duration}[a]")
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", ";".join(chains), "-map", "[v]", "-map", "[a]",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "60", "-c:a", "aac", "-b:a", "128k", str(path)]  # fmt: skip
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", ";".join(chains), "-map", "[v]", "-map", "[a]"]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "60", "-c:a", "aac", "-b:a", "128k", str(path)]
     subprocess.run(cmd, check=True, capture_output=True)
     return cuts
 
 
-def run_child(cmd: list[str], **kwargs) -> tuple[float, int]:
-    """Run ``cmd`` to the end; returns (wall seconds, peak RSS in KiB of it and the children it waited for)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not every child's so far
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {stderr.decode(errors='replace')[-500:]}")
-    return seconds, usage.ru_maxrss
+# Runs a command and reports its wall time and peak RSS. A child's ru_maxrss starts from its parent's
+# RSS at fork time, so measuring from this (big, torch-laden) process would report our size, not the
+# child's; a small launcher process in between keeps the number honest.
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+seconds = time.perf_counter() - start
+if done.returncode != 0:
+    sys.exit(done.stderr.decode(errors="replace")[-800:] or f"exit code {done.returncode}")
+print(json.dumps([seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))
+"""
+
+
+def run_child(cmd: list[str], **kwargs) -> tuple[float, float]:
+    """Run ``cmd`` to the end; returns (wall seconds, peak RSS in MiB of it or its largest child)."""
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip()}")
+    seconds, max_rss_kib = json.loads(done.stdout)
+    return seconds, max_rss_kib / MIB
 
 
 def library_run(clip: Path, out: Path, device: str) -> tuple[dict[str, float], dict]:
@@ -154,13 +164,16 @@ def _cell(values: list[float]) -> str:
 
 def report(runs: list[dict], meta: dict) -> str:
     """The markdown table for the collected runs."""
+
     def col(key: str, part: str = "stages") -> list[float]:
         return [r[part][key] for r in runs if key in r[part]]
 
     decode = col("ffmpeg decode", "baseline")
-    library_total = [sum(r["stages"].values()) for r in runs]
-    cli_total = col("bgmgen score", "baseline")
     base = _median(decode)
+
+    def row(label: str, values: list[float]) -> str:
+        return f"| {label} | {_cell(values)} | {_median(values) / base:.2f} |"
+
     lines = [
         f"Clip: {meta['duration']:.0f} s, {SIZE[0]}x{SIZE[1]}, {FPS} fps H.264 + AAC, {len(meta['cuts'])} hard cuts "
         f"({', '.join(f'{c:.2f}' for c in meta['cuts'])} s); device {meta['device']}; {len(runs)} run(s), "
@@ -168,27 +181,26 @@ def report(runs: list[dict], meta: dict) -> str:
         "",
         "| Stage | Seconds | x ffmpeg decode |",
         "|---|---:|---:|",
-        f"| baseline: `ffmpeg -i clip -f null -` | {_cell(decode)} | 1.00 |",
+        row("baseline: `ffmpeg -i clip -f null -`", decode),
     ]
-    order = ["probe", "model load", "analyse", "plan", "compose", "render", "mux"]
-    parts = list(runs[0]["analyse parts"])
-    for key in order:
-        values = col(key)
-        lines.append(f"| {key} | {_cell(values)} | {_median(values) / base:.2f} |")
+    for key in ("probe", "model load", "analyse", "plan", "compose", "render", "mux"):
+        lines.append(row(key, col(key)))
         if key == "analyse":
-            for part in parts:
-                values = col(part, "analyse parts")
-                lines.append(f"| &nbsp;&nbsp;of which {part} (timed alone) | {_cell(values)} | {_median(values) / base:.2f} |")
-    lines.append(f"| **library total** (stages above) | {_cell(library_total)} | {_median(library_total) / base:.2f} |")
-    lines.append(f"| **`bgmgen score` wall time** (new process, imports included) | {_cell(cli_total)} | "
-                 f"{_median(cli_total) / base:.2f} |")  # fmt: skip
-    rss = lambda key: _median([r["peak_rss_mib"][key] for r in runs])  # noqa: E731
+            for part in runs[0]["analyse parts"]:
+                lines.append(row(f"&nbsp;&nbsp;of which {part} (timed alone)", col(part, "analyse parts")))
+    lines.append(row("**library total** (stages above)", [sum(r["stages"].values()) for r in runs]))
+    lines.append(row("**`bgmgen score` wall time** (new process, imports included)", col("bgmgen score", "baseline")))
+    rss = {key: _median([r["peak_rss_mib"][key] for r in runs]) for key in runs[0]["peak_rss_mib"]}
+    facts = runs[0]["facts"]
     lines += [
         "",
-        f"Peak RSS: `bgmgen score` process (with its ffmpeg/FluidSynth children) {rss('bgmgen score'):.0f} MiB; "
-        f"library run in this process {rss('library'):.0f} MiB; ffmpeg decode {rss('ffmpeg decode'):.0f} MiB.",
-        f"Music: {runs[0]['facts']['bars']} bars at {runs[0]['facts']['tempo']:.1f} BPM, {runs[0]['facts']['notes']} "
-        f"notes; cuts found at {', '.join(f'{c:.2f}' for c in runs[0]['facts']['cuts'])} s.",
+        "The analyse parts are timed again on their own; they need not add up to analyse, whose ffmpeg decode "
+        "runs alongside the signal computation.",
+        f"Peak RSS: `bgmgen score` {rss['bgmgen score']:.0f} MiB (the largest of its process and its ffmpeg/FluidSynth "
+        f"children); the library run in this process {rss['library']:.0f} MiB; `ffmpeg -f null` decode "
+        f"{rss['ffmpeg decode']:.0f} MiB.",
+        f"Music: {facts['bars']} bars at {facts['tempo']:.1f} BPM, {facts['notes']} notes; "
+        f"cuts found at {', '.join(f'{c:.2f}' for c in facts['cuts'])} s.",
     ]
     return "\n".join(lines)
 
@@ -226,15 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             print(f"run {i + 1}/{args.repeat} ...", file=sys.stderr)
             run: dict = {"baseline": {}, "peak_rss_mib": {}}
-            seconds, rss = run_child(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-f", "null", "-"])
-            run["baseline"]["ffmpeg decode"], run["peak_rss_mib"]["ffmpeg decode"] = seconds, rss / MIB
+            decode = run_child(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-f", "null", "-"])
+            run["baseline"]["ffmpeg decode"], run["peak_rss_mib"]["ffmpeg decode"] = decode
             run["stages"], run["facts"] = library_run(clip, Path(tmp) / "library.scored.mp4", args.device)
             run["peak_rss_mib"]["library"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
             run["analyse parts"] = analyse_breakdown(clip, args.device)
             cli = [sys.executable, "-m", "bgmgen.cli", "score", str(clip), "-o", str(Path(tmp) / "cli.scored.mp4"),
                    "--force", "--quiet", "--device", args.device]  # fmt: skip
-            seconds, rss = run_child(cli, cwd=REPO, env=env)
-            run["baseline"]["bgmgen score"], run["peak_rss_mib"]["bgmgen score"] = seconds, rss / MIB
+            run["baseline"]["bgmgen score"], run["peak_rss_mib"]["bgmgen score"] = run_child(cli, cwd=REPO, env=env)
             runs.append(run)
     meta["load_after"] = os.getloadavg()
     print(

@@ -176,11 +176,12 @@ def midi(
 ) -> None:
     """Write the music for VIDEO as a MIDI file."""
     with _cli_errors(debug):
-        from .pipeline import Scorer, check_file_output
+        from .mux import check_output_path
+        from .pipeline import Scorer
 
         _check_input(video)
         output = output or video.with_suffix(".mid")
-        check_file_output(video, output, force)  # before the model loads
+        check_output_path(video, output, force, video=False)  # before the model loads
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector, force=force)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
@@ -197,11 +198,12 @@ def plan_command(
 ) -> None:
     """Write the musical plan (tempo, segments, key, chords, levels) as editable JSON."""
     with _cli_errors(debug):
-        from .pipeline import check_file_output, plan_only
+        from .mux import check_output_path
+        from .pipeline import plan_only
 
         _check_input(video)
         output = output or video.with_name(f"{video.stem}.plan.json")
-        check_file_output(video, output, force)
+        check_output_path(video, output, force, video=False)
         options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector)
         with _progress(quiet) as progress:
             result = plan_only(video, options, progress)

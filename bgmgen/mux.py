@@ -100,18 +100,19 @@ class MuxOptions:
     force: bool = False  # overwrite an existing output
 
 
-def check_output_path(input_path: Path, output_path: Path, force: bool) -> None:
+def check_output_path(input_path: Path, output_path: Path, force: bool, video: bool = True) -> None:
     """Refuse an output path that must not be written; call it before any heavy work.
 
     Raises OutputError if the output is the input (also through links), exists and `force` is
-    off, is a folder, has a container we cannot write, or its folder is missing or not writable.
+    off, is a folder, has a container we cannot write (only checked when `video`: MIDI and plan
+    files pass `video=False`), or its folder is missing or not writable.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.resolve() == input_path.resolve() or (
         output_path.exists() and input_path.exists() and os.path.samefile(output_path, input_path)
     ):
         raise OutputError(f"output would overwrite the input: {output_path}")
-    if output_path.suffix.lower() not in CONTAINERS:
+    if video and output_path.suffix.lower() not in CONTAINERS:
         known = ", ".join(sorted(CONTAINERS))
         raise OutputError(f"cannot write a {output_path.suffix or 'extension-less'} file; use one of: {known}")
     if output_path.is_dir():

@@ -14,7 +14,6 @@ Every stage reports progress through ``progress(stage, fraction)``; the library 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import RenderOptions, render
-from .errors import BgmgenError, OutputError
+from .errors import BgmgenError
 from .midi import write_midi
 from .mux import MuxOptions, check_output_path, mux
 from .plan import Plan, PlanOptions, make_plan
@@ -90,7 +89,7 @@ class Scorer:
     def midi(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
         """Write the music for ``video`` as a MIDI file at ``output``."""
         report = progress or (lambda stage, fraction: None)
-        check_file_output(video, output, self.options.mux.force)
+        check_output_path(video, output, self.options.mux.force, video=False)
         seconds: dict[str, float] = {}
         plan = plan_for(video, probe(video), self.options, self.device, report, seconds)
         start = time.perf_counter()
@@ -120,23 +119,6 @@ class Scorer:
             seconds["mux"] = time.perf_counter() - start
             report("mux", 1.0)
         return ScoreResult(output, plan, int(roll[0].sum()), seconds)
-
-
-def check_file_output(video: Path, output: Path, force: bool) -> None:
-    """Refuse a non-video output path (MIDI, plan JSON) before any heavy work.
-
-    ``mux.check_output_path`` does this for videos but also insists on a video container. Raises
-    OutputError if ``output`` is the input, a folder, exists without ``force``, or its folder is missing.
-    """
-    video, output = Path(video), Path(output)
-    if output.resolve() == video.resolve() or (output.exists() and video.exists() and os.path.samefile(output, video)):
-        raise OutputError(f"output would overwrite the input: {output}")
-    if output.is_dir():
-        raise OutputError(f"output is a folder: {output}")
-    if output.exists() and not force:
-        raise OutputError(f"output exists (use --force to overwrite): {output}")
-    if not output.parent.is_dir():
-        raise OutputError(f"output folder does not exist: {output.parent}")
 
 
 def plan_for(

@@ -206,11 +206,16 @@ class Plan:
             raise BgmgenError(f"plan has {len(self.captions)} captions for {len(self.segments)} segments")
 
     def save(self, path: Path) -> None:
-        """Write the plan as pretty JSON; raises OutputError if it cannot be written."""
+        """Write the plan as pretty JSON, atomically; raises OutputError if it cannot be written."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")
         try:
-            Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.replace(path)
         except OSError as exc:
             raise OutputError(f"cannot write plan {path}: {exc.strerror}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Plan:

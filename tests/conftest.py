@@ -23,10 +23,6 @@ DEFAULT_SHOT_SOURCES = ("testsrc2", "smptebars", "rgbtestsrc", "mandelbrot")
 _CODEC_FOR_EXT = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx", ".avi": "mjpeg"}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes more than ~5 s (real model weights, long clips)")
-
-
 def _source(spec: str, size: tuple[int, int], fps: float) -> str:
     """One lavfi source filter with size and rate set, e.g. 'color=c=red' -> 'color=c=red:s=64x36:r=25'."""
     sep = ":" if "=" in spec else "="
@@ -89,3 +85,15 @@ def clip_factory(tmp_path: Path):
         return make_clip(tmp_path, name, **kwargs)
 
     return factory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    # The models here are small: on a shared 2-core machine one thread runs them several times faster
+    # than two threads competing with ffmpeg and each other (measured up to 10x).
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -36,15 +36,6 @@ T_START = T_FEATURES + N_BAR_FEATURES
 LABELS = ["C:maj", "G:maj/B", "A:min", "N", "F:maj7", "G:7", "E:min/b3", "C:maj"] * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a busy shared CPU run ~10x faster on one thread than fighting for two.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def conditions(labels=LABELS, segment_ids=(0, 0, 0, 1, 1, 1, 2, 2)) -> WindowConditions:
     chords = [Chord.parse(label) for label in labels]
     per_step = [c for c in chords for _ in range(HALF)]

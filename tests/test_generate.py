@@ -24,15 +24,6 @@ POP = ["C:maj", "C:maj", "A:min", "A:min", "F:maj", "F:maj", "G:maj", "G:maj"]  
 HALF = STEPS_PER_BAR // 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Models on a busy shared CPU run several times faster on one thread than fighting for two.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_plan(n_bars, chords=POP, density=0.5, energy=0.5, segments=None, key="C major", brightness=0.5) -> Plan:
     """A valid plan at 120 BPM (2 s bars); ``chords`` repeat to fill the half bars; levels per bar or one value."""
     levels = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n_bars  # noqa: E731

@@ -28,15 +28,6 @@ TINY = UNetConfig(channels=(16, 32, 32), groups=8, token_dim=16, time_dim=16)
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "bgmgen-music.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a busy shared CPU run ~10x faster on one thread than fighting for two.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(seed: int = 0) -> MusicUNet:
     """A tiny random UNet whose output depends on its input (the real init zeroes the last conv)."""
     torch.manual_seed(seed)

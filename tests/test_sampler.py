@@ -22,15 +22,6 @@ from bgmgen.sampler import (  # noqa: E402
 TINY = UNetConfig(channels=(16, 32, 32), groups=8, token_dim=16, time_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a busy shared CPU run ~10x faster on one thread than fighting for two.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def model() -> MusicUNet:
     torch.manual_seed(0)

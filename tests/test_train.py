@@ -23,15 +23,6 @@ DATA = Path(__file__).parent / "data" / "pop909"
 TINY = UNetConfig(channels=(16, 32, 32), groups=8, token_dim=16, time_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a busy shared CPU run ~10x faster on one thread than fighting for two.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """A folder of prepared corpora made from the two test songs (the same songs in every split)."""
