@@ -227,7 +227,7 @@ OTHER_PLAN = json.dumps({
     "duration": 99.0, "tempo": 120.0, "n_bars": 50, "key": "C major", "segments": [{"start_bar": 0, "end_bar": 50}],
     "chords": ["C:maj"] * 100, "density": [0.5] * 50, "energy": [0.5] * 50,
 })  # fmt: skip
-FAST_PLAN = OTHER_PLAN.replace('"tempo": 120.0', '"tempo": 1000')
+BAD_TEMPO_PLAN = OTHER_PLAN.replace('"tempo": 120.0', '"tempo": 1000')
 
 # name -> (make the arguments in folder d with the clip c, exit code, part of the message)
 ERROR_CASES = {
@@ -246,7 +246,7 @@ ERROR_CASES = {
     "bad key": (lambda d, c: ["score", c, "--key", "H major"], 1, "not a key"),
     "malformed plan": (lambda d, c: ["score", c, "--plan", _file(d, "plan.json", '{"tempo": 12')], 1, "not valid JSON"),
     "plan of another video": (lambda d, c: ["midi", c, "--plan", _file(d, "plan.json", OTHER_PLAN)], 1, "99.00 s"),
-    "bad plan value": (lambda d, c: ["score", c, "--plan", _file(d, "plan.json", FAST_PLAN)], 1, "tempo 1000 BPM"),
+    "bad plan value": (lambda d, c: ["score", c, "--plan", _file(d, "plan.json", BAD_TEMPO_PLAN)], 1, "tempo 1000 BPM"),
 }
 
 
