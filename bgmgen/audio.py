@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.errors import InputError, OutputError, ToolError
+from bgmgen.mux import new_partial
 
 log = logging.getLogger("bgmgen")
 
@@ -341,7 +341,7 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     from scipy.io import wavfile
 
     pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    tmp = _new_partial(path)
+    tmp = new_partial(path)
     try:
         with open(tmp, "wb") as f:
             wavfile.write(f, sample_rate, pcm)
@@ -353,22 +353,3 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
         tmp.unlink(missing_ok=True)
         raise
 
-
-def _new_partial(path: Path) -> Path:
-    """Create an empty hidden file `.NAME.partial-XXXXXXXX.EXT` beside `path` and return it.
-
-    O_EXCL makes the name ours alone; mode 0o666 lets the umask set the final permissions.
-    """
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}")
-    for _ in range(100):
-        tmp = folder / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise OutputError(f"cannot write to {folder}: {e}") from e
-    raise OutputError(f"cannot create a temporary file in {folder}")

@@ -123,7 +123,9 @@ class AttentionBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(channels)
         self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, cross_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+        """``segment_ids`` [B, bars] switch on SAC-Att; None lets every position see every token."""
+        cross_mask = None if segment_ids is None else segment_attention_mask(segment_ids, x.shape[2])
         h = self.norm_in(x).transpose(1, 2)  # [B, T, C]
         s = self.norm_self(h)
         h = h + self.self_attn(s, s)
@@ -143,53 +145,107 @@ def segment_attention_mask(segment_ids: torch.Tensor, n_positions: int) -> torch
     return segment_ids[:, position_bar][:, :, None] == segment_ids[:, token_bar][:, None, :]
 
 
-class MusicUNet(nn.Module):
-    """Temporal UNet: ``forward(x_t, t, cond) -> logits [B, 2*88, T]`` of the clean roll."""
+class ConditionalUNet(nn.Module):
+    """What the 1D and 2D backbones share: embeddings, null tokens, the UNet skeleton and its loop.
 
-    def __init__(self, config: UNetConfig = UNetConfig()):
+    Subclasses set ``res_block`` / ``attention_block`` / ``dims`` and turn inputs into the first
+    feature map and the last one back into logits [B, 2*88, T].
+    """
+
+    res_block: type[nn.Module]
+    attention_block: type[nn.Module]
+    dims: int
+
+    def __init__(self, config: UNetConfig, in_channels: int, out_channels: int):
         super().__init__()
         self.config = c = config
+        conv = nn.Conv1d if self.dims == 1 else nn.Conv2d
         self.time_mlp = nn.Sequential(nn.Linear(128, c.time_dim), nn.SiLU(), nn.Linear(c.time_dim, c.time_dim))
         self.token_proj = nn.Sequential(nn.Linear(c.token_features, c.token_dim), nn.SiLU(), nn.Linear(c.token_dim, c.token_dim))
         self.token_position = nn.Parameter(torch.zeros(c.n_tokens, c.token_dim))
         # Learned "no condition" tokens for classifier-free guidance (condition dropout in training).
         self.null_tokens = nn.Parameter(torch.randn(c.n_tokens, c.token_dim) * 0.02)
-        cin = c.roll_channels + c.aligned_channels + c.context_channels
-        self.conv_in = nn.Conv1d(cin, c.channels[0], 3, padding=1)
+        self.conv_in = conv(in_channels, c.channels[0], 3, padding=1)
+
+        def res(cin: int, cout: int) -> nn.Module:
+            return self.res_block(cin, cout, c.time_dim, c.groups)
+
+        def attention(ch: int) -> nn.Module:
+            return self.attention_block(ch, c.token_dim, c.heads, c.groups, c.ff_mult)
 
         self.down = nn.ModuleList()
         skips = [c.channels[0]]
         width = c.channels[0]
         for level, (ch, attn) in enumerate(zip(c.channels, c.attention)):
             for _ in range(c.res_blocks):
-                self.down.append(ResBlock(width, ch, c.time_dim, c.groups))
+                self.down.append(res(width, ch))
                 width = ch
                 if attn:
-                    self.down.append(AttentionBlock(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
+                    self.down.append(attention(ch))
                 skips.append(width)
             if level < len(c.channels) - 1:
-                self.down.append(nn.Conv1d(width, width, 3, stride=2, padding=1))
+                self.down.append(conv(width, width, 3, stride=2, padding=1))
                 skips.append(width)
-        self.mid = nn.ModuleList([
-            ResBlock(width, width, c.time_dim, c.groups),
-            AttentionBlock(width, c.token_dim, c.heads, c.groups, c.ff_mult),
-            ResBlock(width, width, c.time_dim, c.groups),
-        ])
+        self.mid = nn.ModuleList([res(width, width), attention(width), res(width, width)])
         self.up = nn.ModuleList()
         for level in reversed(range(len(c.channels))):
             ch, attn = c.channels[level], c.attention[level]
             for _ in range(c.res_blocks + 1):
-                self.up.append(ResBlock(width + skips.pop(), ch, c.time_dim, c.groups))
+                self.up.append(res(width + skips.pop(), ch))
                 width = ch
                 if attn:
-                    self.up.append(AttentionBlock(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
+                    self.up.append(attention(ch))
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
-                self.up.append(nn.Conv1d(width, width, 3, padding=1))
+                self.up.append(conv(width, width, 3, padding=1))
         self.norm_out = nn.GroupNorm(c.groups, width)
-        self.conv_out = nn.Conv1d(width, c.roll_channels, 3, padding=1)
+        self.conv_out = conv(width, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.constant_(self.conv_out.bias, -4.0)  # notes are rare: start from "mostly silent"
+
+    def encode_conditions(self, cond: ConditionBatch, drop_condition: torch.Tensor | None):
+        """Aligned channels and projected tokens, with dropped items set to the null condition."""
+        aligned, tokens = cond.aligned, self.token_proj(cond.tokens) + self.token_position
+        if drop_condition is not None:
+            aligned = aligned * (~drop_condition).float()[:, None, None]
+            tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
+        return aligned, tokens
+
+    def run_unet(self, h: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+        """Down, middle and up paths from the first feature map to the last (before ``conv_out``)."""
+        temb = self.time_mlp(timestep_embedding(t, 128))
+
+        def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if isinstance(layer, self.res_block):
+                return layer(h, temb)
+            if isinstance(layer, self.attention_block):
+                return layer(h, tokens, segment_ids)
+            return layer(h)
+
+        skips = [h]
+        for layer in self.down:
+            h = run(layer, h)
+            if isinstance(layer, self.attention_block):
+                skips[-1] = h
+            else:
+                skips.append(h)
+        for layer in self.mid:
+            h = run(layer, h)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], dim=1), temb) if isinstance(layer, self.res_block) else run(layer, h)
+        return F.silu(self.norm_out(h))
+
+
+class MusicUNet(ConditionalUNet):
+    """Temporal UNet: ``forward(x_t, t, cond) -> logits [B, 2*88, T]`` of the clean roll."""
+
+    res_block = ResBlock
+    attention_block = AttentionBlock
+    dims = 1
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        c = config
+        super().__init__(config, c.roll_channels + c.aligned_channels + c.context_channels, c.roll_channels)
 
     def forward(
         self,
@@ -205,45 +261,10 @@ class MusicUNet(nn.Module):
         unconditional branch of classifier-free guidance); the context (music to continue) stays.
         ``segment_aware=False`` lets every position attend to every token (the "w/o SAC-Att" ablation).
         """
-        aligned, tokens = cond.aligned, self.token_proj(cond.tokens) + self.token_position
-        if drop_condition is not None:
-            keep = (~drop_condition).float()
-            aligned = aligned * keep[:, None, None]
-            tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
-        temb = self.time_mlp(timestep_embedding(t, 128))
+        aligned, tokens = self.encode_conditions(cond, drop_condition)
         h = self.conv_in(torch.cat([x, aligned, cond.context], dim=1))
-        masks: dict[int, torch.Tensor | None] = {}
-
-        def mask_for(length: int) -> torch.Tensor | None:
-            if not segment_aware:
-                return None
-            if length not in masks:
-                masks[length] = segment_attention_mask(cond.segment_ids, length)
-            return masks[length]
-
-        skips = [h]
-        for layer in self.down:
-            h = self._run_layer(layer, h, temb, tokens, mask_for)
-            if not isinstance(layer, AttentionBlock):
-                skips.append(h)
-            else:
-                skips[-1] = h
-        for layer in self.mid:
-            h = self._run_layer(layer, h, temb, tokens, mask_for)
-        for layer in self.up:
-            if isinstance(layer, ResBlock):
-                h = layer(torch.cat([h, skips.pop()], dim=1), temb)
-            else:
-                h = self._run_layer(layer, h, temb, tokens, mask_for)
-        return self.conv_out(F.silu(self.norm_out(h)))
-
-    @staticmethod
-    def _run_layer(layer, h, temb, tokens, mask_for):
-        if isinstance(layer, ResBlock):
-            return layer(h, temb)
-        if isinstance(layer, AttentionBlock):
-            return layer(h, tokens, mask_for(h.shape[2]))
-        return layer(h)
+        h = self.run_unet(h, t, tokens, cond.segment_ids if segment_aware else None)
+        return self.conv_out(h)
 
 
 def build_model(config: UNetConfig) -> nn.Module:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionBatch
-from .model import Attention, UNetConfig, segment_attention_mask, timestep_embedding
+from .model import Attention, ConditionalUNet, UNetConfig, segment_attention_mask
 from .roll import N_PITCHES
 
 PADDED_PITCHES = 96  # divisible by 2**3 for three downsamplings
@@ -37,7 +37,7 @@ class ResBlock2d(nn.Module):
 class SpatialTransformer(nn.Module):
     """Self-attention over all cells, SAC-masked cross-attention to tokens, feed-forward."""
 
-    def __init__(self, channels: int, token_dim: int, heads: int, groups: int, ff_mult: int):
+    def __init__(self, channels: int, token_dim: int, heads: int, groups: int, ff_mult: int = 4):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)
         self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(3))
@@ -58,55 +58,19 @@ class SpatialTransformer(nn.Module):
         return x + h.transpose(1, 2).reshape(b, c, height, width)
 
 
-class PaperUNet2D(nn.Module):
+class PaperUNet2D(ConditionalUNet):
     """``forward(x_t, t, cond) -> logits [B, 2*88, T]``, the same contract as ``MusicUNet``."""
 
+    res_block = ResBlock2d
+    attention_block = SpatialTransformer
+    dims = 2
+
     def __init__(self, config: UNetConfig):
-        super().__init__()
-        self.config = c = config
-        self.time_mlp = nn.Sequential(nn.Linear(128, c.time_dim), nn.SiLU(), nn.Linear(c.time_dim, c.time_dim))
-        self.token_proj = nn.Sequential(nn.Linear(c.token_features, c.token_dim), nn.SiLU(), nn.Linear(c.token_dim, c.token_dim))
-        self.token_position = nn.Parameter(torch.zeros(c.n_tokens, c.token_dim))
-        self.null_tokens = nn.Parameter(torch.randn(c.n_tokens, c.token_dim) * 0.02)
         # Roll (2) + chord and bass masks (2) + broadcast features + context roll (2) and its mask (1).
-        self.conv_in = nn.Conv2d(2 + 2 + N_FEATURE_CHANNELS + 3, c.channels[0], 3, padding=1)
-        self.down, self.up = nn.ModuleList(), nn.ModuleList()
-        widths, width = [c.channels[0]], c.channels[0]
-        for level, (ch, attn) in enumerate(zip(c.channels, c.attention)):
-            for _ in range(c.res_blocks):
-                self.down.append(ResBlock2d(width, ch, c.time_dim, c.groups))
-                width = ch
-                if attn:
-                    self.down.append(SpatialTransformer(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
-                widths.append(width)
-            if level < len(c.channels) - 1:
-                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
-                widths.append(width)
-        self.mid = nn.ModuleList([
-            ResBlock2d(width, width, c.time_dim, c.groups),
-            SpatialTransformer(width, c.token_dim, c.heads, c.groups, c.ff_mult),
-            ResBlock2d(width, width, c.time_dim, c.groups),
-        ])
-        for level in reversed(range(len(c.channels))):
-            ch, attn = c.channels[level], c.attention[level]
-            for _ in range(c.res_blocks + 1):
-                self.up.append(ResBlock2d(width + widths.pop(), ch, c.time_dim, c.groups))
-                width = ch
-                if attn:
-                    self.up.append(SpatialTransformer(ch, c.token_dim, c.heads, c.groups, c.ff_mult))
-            if level > 0:
-                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
-                self.up.append(nn.Conv2d(width, width, 3, padding=1))
-        self.norm_out = nn.GroupNorm(c.groups, width)
-        self.conv_out = nn.Conv2d(width, 2, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.constant_(self.conv_out.bias, -4.0)
+        super().__init__(config, 2 + 2 + N_FEATURE_CHANNELS + 3, 2)
 
     def forward(self, x, t, cond: ConditionBatch, drop_condition=None, segment_aware: bool = True) -> torch.Tensor:
-        aligned, tokens = cond.aligned, self.token_proj(cond.tokens) + self.token_position
-        if drop_condition is not None:
-            aligned = aligned * (~drop_condition).float()[:, None, None]
-            tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
+        aligned, tokens = self.encode_conditions(cond, drop_condition)
         batch, steps = x.shape[0], x.shape[2]
 
         def image(a: torch.Tensor, n: int) -> torch.Tensor:  # [B, n*88, T] -> [B, n, T, 96]
@@ -116,33 +80,9 @@ class PaperUNet2D(nn.Module):
         known = cond.context[:, -1:, :, None].expand(-1, -1, -1, PADDED_PITCHES)
         h = torch.cat([image(x, 2), image(aligned[:, : 2 * N_PITCHES], 2), features,
                        image(cond.context[:, : 2 * N_PITCHES], 2), known], dim=1)
-        h = self.conv_in(h)
-        temb = self.time_mlp(timestep_embedding(t, 128))
-        segments = cond.segment_ids if segment_aware else None
-        skips = [h]
-        for layer in self.down:
-            h = self._run_layer(layer, h, temb, tokens, segments)
-            if isinstance(layer, SpatialTransformer):
-                skips[-1] = h
-            else:
-                skips.append(h)
-        for layer in self.mid:
-            h = self._run_layer(layer, h, temb, tokens, segments)
-        for layer in self.up:
-            if isinstance(layer, ResBlock2d):
-                h = layer(torch.cat([h, skips.pop()], dim=1), temb)
-            else:
-                h = self._run_layer(layer, h, temb, tokens, segments)
-        out = self.conv_out(F.silu(self.norm_out(h)))[..., :N_PITCHES]  # [B, 2, T, 88]
+        h = self.run_unet(self.conv_in(h), t, tokens, cond.segment_ids if segment_aware else None)
+        out = self.conv_out(h)[..., :N_PITCHES]  # [B, 2, T, 88]
         return out.transpose(2, 3).reshape(batch, 2 * N_PITCHES, steps)
-
-    @staticmethod
-    def _run_layer(layer, h, temb, tokens, segments):
-        if isinstance(layer, ResBlock2d):
-            return layer(h, temb)
-        if isinstance(layer, SpatialTransformer):
-            return layer(h, tokens, segments)
-        return layer(h)
 
 
 PAPER_CONFIG = UNetConfig(

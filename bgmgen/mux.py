@@ -153,7 +153,7 @@ def mux(
     # play sideways, while re-encoding applies the rotation to the pixels (autorotate).
     copy = video["codec_name"] in container.video_copy and (rotation == 0 or container.keeps_rotation)
 
-    tmp = _new_partial(output_path)
+    tmp = new_partial(output_path)
     build = functools.partial(_build, video_path, music_wav, tmp, duration, video, original_audio, options, container)
     try:
         try:
@@ -276,12 +276,15 @@ def _tail(stderr: bytes | None) -> str:
     return " | ".join(lines[-STDERR_TAIL_LINES:]) or "no error output"
 
 
-def _new_partial(path: Path) -> Path:
+def new_partial(path: Path) -> Path:
     """Create an empty hidden file `.NAME.partial-XXXXXXXX.EXT` beside `path` and return it.
 
     Same extension, so ffmpeg picks the right muxer; O_EXCL makes the name ours alone; mode
-    0o666 lets the umask set the final permissions.
+    0o666 lets the umask set the final permissions. Raises OutputError if the folder is missing
+    or not writable.
     """
+    if not path.parent.is_dir():
+        raise OutputError(f"output folder does not exist: {path.parent}")
     for _ in range(100):
         tmp = path.parent / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"
         try:
