@@ -1,6 +1,6 @@
 """What the music model is conditioned on, for one 8-bar window, and how it becomes tensors.
 
-The same ``WindowConditions`` come from real music when training (``from_music``) and from a
+The same conditions come from real music when training (``pop909.Corpus.windows``) and from a
 video's plan when scoring (built in ``generate.py``), so that what the plan asks for is what the
 model learned to obey.
 

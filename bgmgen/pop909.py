@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .conditioning import bar_features_from_roll
+from .errors import InputError
 from .harmony import Chord, Key
 from .roll import BARS_PER_WINDOW, N_PITCHES, PITCH_LOW, STEPS_PER_BAR, STEPS_PER_BEAT, WINDOW_STEPS
 
@@ -276,6 +277,8 @@ def prepare(root: Path, out_dir: Path, progress: Callable[[int, int], None] | No
             done += 1
             if progress:
                 progress(done, len(all_ids))
+        if not songs:
+            raise InputError(f"{root}: none of the {name} split's POP909 songs were found (point --data at POP909)")
         paths[name] = out_dir / f"pop909_{name}.npz"
         Corpus.from_songs(songs).save(paths[name])
     return paths
