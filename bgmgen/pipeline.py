@@ -137,7 +137,7 @@ def plan_for(
         report("analyse", 1.0)
     else:
         analysis = analyze_video(
-            video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f)
+            video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f), info=info
         )
         seconds["analyse"] = time.perf_counter() - start
         log.info("analysers used: %s", ", ".join(analysis.analysers))

@@ -152,13 +152,14 @@ def analyze_video(
     shot_detector: str = "transnetv2",
     device: str = "cpu",
     progress: Callable[[float], None] | None = None,
+    info: video.VideoInfo | None = None,
 ) -> VideoAnalysis:
     """Probe, decode once (25 fps, 48x27 RGB) and analyse the video at ``path``.
 
     Returns a VideoAnalysis. Raises InputError for unusable files, BgmgenError for an unknown detector name
     and ModelError if the detector's model cannot be loaded. ``progress`` gets fractions 0..1.
     """
-    info = video.probe(path)
+    info = info or video.probe(path)  # callers that probed already pass it in
     detector = shots.get_detector(shot_detector, device)  # unknown names fail before decoding
     fps = ANALYSIS_FPS
     report = progress or (lambda fraction: None)
