@@ -16,7 +16,6 @@ measured static gain plus a transparent limiter is simpler to reason about and t
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmgen.errors import InputError, OutputError, ToolError
-from bgmgen.mux import new_partial
+from bgmgen.errors import InputError, ToolError
+from bgmgen.files import atomic_output
 
 log = logging.getLogger("bgmgen")
 
@@ -341,15 +340,6 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     from scipy.io import wavfile
 
     pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    tmp = new_partial(path)
-    try:
-        with open(tmp, "wb") as f:
-            wavfile.write(f, sample_rate, pcm)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        wavfile.write(f, sample_rate, pcm)
 

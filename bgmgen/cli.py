@@ -7,7 +7,6 @@ Errors are printed as one line with a non-zero exit; ``--debug`` shows the trace
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path

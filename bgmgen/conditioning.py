@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-from .roll import BARS_PER_WINDOW, N_PITCHES, ONSET, PITCH_LOW, STEPS_PER_BAR, WINDOW_STEPS
+from .roll import BARS_PER_WINDOW, N_PITCHES, ONSET, PITCH_LOW, STEPS_PER_BAR
 
 BAR_FEATURES = ("density", "energy", "register", "polyphony")
 N_BAR_FEATURES = len(BAR_FEATURES)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_output
 from .plan import Plan
 from .roll import STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
 
@@ -62,10 +63,6 @@ def _is_last_onset_of_pitch(note: Note, notes: list[Note]) -> bool:
 def write_midi(roll: np.ndarray, plan: Plan, path: Path) -> Path:
     """Write the MIDI atomically (temporary file, then rename)."""
     midi = roll_to_midi(roll, plan)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_output(path) as tmp:
         midi.write(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

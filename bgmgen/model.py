@@ -29,6 +29,7 @@ from .conditioning import (
     ConditionBatch,
 )
 from .errors import ModelError
+from .files import atomic_output
 from .roll import N_PITCHES
 
 CHECKPOINT_FORMAT = 1
@@ -286,9 +287,8 @@ def save_checkpoint(model: MusicUNet, info: ModelInfo, path: Path, half: bool = 
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     meta = asdict(info)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata={"bgmgen": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"bgmgen": json.dumps(meta)})
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:

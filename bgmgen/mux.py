@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import secrets
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import ffmpeg
 
 from bgmgen.errors import InputError, OutputError, ToolError
+from bgmgen.files import new_partial
 
 log = logging.getLogger("bgmgen")
 
@@ -275,26 +275,6 @@ def _tail(stderr: bytes | None) -> str:
     lines = (stderr or b"").decode("utf-8", "replace").strip().splitlines()
     return " | ".join(lines[-STDERR_TAIL_LINES:]) or "no error output"
 
-
-def new_partial(path: Path) -> Path:
-    """Create an empty hidden file `.NAME.partial-XXXXXXXX.EXT` beside `path` and return it.
-
-    Same extension, so ffmpeg picks the right muxer; O_EXCL makes the name ours alone; mode
-    0o666 lets the umask set the final permissions. Raises OutputError if the folder is missing
-    or not writable.
-    """
-    if not path.parent.is_dir():
-        raise OutputError(f"output folder does not exist: {path.parent}")
-    for _ in range(100):
-        tmp = path.parent / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise OutputError(f"cannot write to {path.parent}: {e}") from e
-    raise OutputError(f"cannot create a temporary file in {path.parent}")
 
 
 def default_output_path(video_path: Path, video_codec: str) -> Path:

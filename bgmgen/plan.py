@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BgmgenError, InputError, OutputError
+from .errors import BgmgenError, InputError
+from .files import atomic_output
 from .harmony import Chord, Key
 from .progressions import HALF_BARS_PER_BAR, ProgressionBank
 
@@ -207,15 +208,8 @@ class Plan:
 
     def save(self, path: Path) -> None:
         """Write the plan as pretty JSON, atomically; raises OutputError if it cannot be written."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
-        try:
+        with atomic_output(Path(path)) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            tmp.replace(path)
-        except OSError as exc:
-            raise OutputError(f"cannot write plan {path}: {exc.strerror}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Plan:
