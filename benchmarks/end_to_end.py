@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from clips import shots_filter  # benchmarks/clips.py (scripts run from this folder)
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
@@ -54,12 +56,7 @@ def make_clip(path: Path, duration: float) -> list[float]:
     """Write the benchmark clip to ``path``; returns its cut times in seconds."""
     cuts = [round(share * duration * FPS) / FPS for share in CUT_SHARES]
     bounds = [0, *(round(c * FPS) for c in cuts), round(duration * FPS)]
-    chains, labels = [], []
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        source = SHOTS[i % len(SHOTS)].format(w=SIZE[0], h=SIZE[1], fps=FPS)
-        chains.append(f"{source},trim=end_frame={b - a},setpts=PTS-STARTPTS,format=yuv420p[s{i}]")
-        labels.append(f"[s{i}]")
-    chains.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[v]")
+    chains = shots_filter(bounds, SHOTS, SIZE, FPS)
     # A sound track to replace: a slow two-tone chirp with a little noise.
     chains.append(f"aevalsrc=0.2*sin(2*PI*(220+40*sin(t))*t)+0.02*random(0):s=44100:d={duration}[a]")
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", ";".join(chains), "-map", "[v]", "-map", "[a]"]

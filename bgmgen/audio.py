@@ -3,8 +3,10 @@
 `render(midi, wav, duration)` runs the FluidSynth command-line program (`-F` fast render, float
 output so nothing clips before we set the level), then in numpy: trims or pads to exactly
 `duration`, fades out, normalises integrated loudness (ITU-R BS.1770, `integrated_loudness`) and
-keeps every sample under the peak ceiling with a look-ahead gain envelope, and writes 16-bit PCM
-atomically. `find_soundfont` picks the SoundFont: an explicit one, a large system one, or ours.
+keeps every sample under the peak ceiling with a look-ahead gain envelope (`bgmgen.loudness`), and
+writes 16-bit PCM atomically. All of it reads FluidSynth's file block by block, so memory does not
+grow with the length of the music. `find_soundfont` picks the SoundFont: an explicit one, a large
+system one, or ours.
 
 Why the CLI and not pyfluidsynth: the CLI is what Debian's `fluidsynth` package installs, it needs
 no extra Python package or ctypes binding to libfluidsynth, and a crash stays in its own process.
@@ -28,6 +30,15 @@ import numpy as np
 
 from bgmgen.errors import InputError, ToolError
 from bgmgen.files import atomic_output
+from bgmgen.loudness import (  # noqa: F401 - re-exported: the levelling is part of rendering
+    _k_weighting,
+    blocks,
+    integrated_loudness,
+    level_gain,
+    limit_peaks,
+    limited,
+    normalise,
+)
 
 log = logging.getLogger("bgmgen")
 
@@ -50,14 +61,6 @@ PREFERRED_SOUNDFONTS = (
 SHIPPED_SOUNDFONT = "TimGM6mb.sf2"  # 5.7 MiB, GPL-2, see soundfonts/README.md
 
 FLUIDSYNTH_GAIN = 0.5  # synth master gain; the float output does not clip, we set the level later
-BLOCK_S = 0.400  # BS.1770 gating block length, seconds
-BLOCK_HOP_S = 0.100  # 75 % overlap between gating blocks
-ABSOLUTE_GATE_LUFS = -70.0
-RELATIVE_GATE_LU = -10.0
-LIMITER_RAMP_S = 0.040  # limiter attack (look-ahead) and release ramp, seconds
-MAX_GAIN_DB = 40.0  # never amplify near-silence into noise
-MAX_LIMITING_DB = 6.0  # most gain the limiter may take off peaks; past it we stay below target
-LEVEL_PASSES = 3  # gain/limit passes: limiting lowers loudness a little, the next pass makes it up
 
 
 @dataclass(frozen=True)
@@ -161,16 +164,17 @@ def render(midi_path: Path, out_wav: Path, duration: float, options: RenderOptio
     soundfont = find_soundfont(options.soundfont)
     sr = options.sample_rate
 
+    n = int(round(duration * sr))
     with tempfile.TemporaryDirectory(prefix="bgmgen-render-") as tmp:
         raw = _run_fluidsynth(midi_path, soundfont, Path(tmp) / "raw.wav", sr)
-        audio = _read_wav(raw)
-
-    n = int(round(duration * sr))
-    # FluidSynth renders the release tail (~3 s) past the last note: cut it; pad if short.
-    audio = audio[:n] if len(audio) >= n else np.pad(audio, ((0, n - len(audio)), (0, 0)))
-    audio = apply_fade_out(audio, sr, options.fade_out)
-    audio = normalise(audio, sr, options.target_lufs, options.peak_db)
-    _write_wav_atomic(out_wav, audio, sr)
+        # Read block by block from the memory-mapped file: the whole track never sits in memory.
+        read = _track_reader(raw, n, sr, options.fade_out)
+        gain_db = level_gain(read, n, sr, options.target_lufs, options.peak_db)
+        if gain_db is None:  # silence stays silence
+            music = blocks(read, n)
+        else:
+            music = limited(read, n, sr, 10.0 ** (gain_db / 20.0), 10.0 ** (options.peak_db / 20.0))
+        _write_wav_atomic(out_wav, music, sr)
     return out_wav
 
 
@@ -225,121 +229,59 @@ def apply_fade_out(audio: np.ndarray, sample_rate: int, fade_s: float) -> np.nda
     n = min(len(audio), int(round(fade_s * sample_rate)))
     if n <= 0:
         return audio
-    # Half a cosine from 1 to 0: smooth at both ends, so neither end clicks.
-    ramp = 0.5 * (1.0 + np.cos(np.pi * np.arange(1, n + 1) / n))
     out = audio.copy()
-    out[-n:] *= ramp[:, None]
+    out[-n:] *= _fade_ramp(n)[:, None]
     return out
 
 
-def _k_weighting(sample_rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The two BS.1770 K-weighting biquads (high shelf, then high pass) as (b, a) for any rate.
-
-    The standard gives coefficients at 48 kHz only; these come from the analogue prototypes
-    behind them (shelf at 1681.97 Hz, +4 dB, Q 0.7072; high pass at 38.14 Hz, Q 0.5003) by the
-    bilinear transform, and reproduce the standard's table at 48 kHz.
-    """
-    k = np.tan(np.pi * 1681.974450955533 / sample_rate)
-    q = 0.7071752369554196
-    vh = 10.0 ** (3.999843853973347 / 20.0)  # shelf gain at high frequencies
-    vb = vh**0.4996667741545416  # gain at the shelf's midpoint
-    a0 = 1.0 + k / q + k * k
-    shelf_b = np.array([vh + vb * k / q + k * k, 2.0 * (k * k - vh), vh - vb * k / q + k * k]) / a0
-    shelf_a = np.array([a0, 2.0 * (k * k - 1.0), 1.0 - k / q + k * k]) / a0
-
-    k = np.tan(np.pi * 38.13547087602444 / sample_rate)
-    q = 0.5003270373238773
-    a0 = 1.0 + k / q + k * k
-    hp_b = np.array([1.0, -2.0, 1.0])
-    hp_a = np.array([a0, 2.0 * (k * k - 1.0), 1.0 - k / q + k * k]) / a0
-    return [(shelf_b, shelf_a), (hp_b, hp_a)]
+def _fade_ramp(n: int) -> np.ndarray:
+    """Gains of an n-sample fade: half a cosine from 1 to 0, smooth at both ends, so neither end clicks."""
+    return 0.5 * (1.0 + np.cos(np.pi * np.arange(1, n + 1) / n))
 
 
-def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4: K-weighting, 400 ms blocks, two gates).
-
-    Takes samples of shape (frames,) or (frames, channels), full scale 1.0; every channel is
-    weighted 1 (left/right). Returns -inf for silence (nothing above the -70 LUFS gate).
-    """
-    from scipy.signal import lfilter
-
-    x = np.asarray(audio, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    for b, a in _k_weighting(sample_rate):
-        x = lfilter(b, a, x, axis=0)
-
-    block, hop = int(round(BLOCK_S * sample_rate)), int(round(BLOCK_HOP_S * sample_rate))
-    block = min(block, len(x))  # shorter than one block: measure the whole thing
-    if block == 0:
-        return float("-inf")
-    # Mean square per block and channel from a running sum of squares, summed over channels.
-    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x * x, axis=0)])
-    starts = np.arange(0, len(x) - block + 1, hop)
-    energy = ((csum[starts + block] - csum[starts]) / block).sum(axis=1)
-
-    def lufs(e: np.ndarray | float) -> np.ndarray | float:
-        return -0.691 + 10.0 * np.log10(np.maximum(e, 1e-30))
-
-    energy = energy[lufs(energy) > ABSOLUTE_GATE_LUFS]
-    if energy.size == 0:
-        return float("-inf")
-    energy = energy[lufs(energy) > lufs(energy.mean()) + RELATIVE_GATE_LU]
-    return float(lufs(energy.mean()))
-
-
-def limit_peaks(audio: np.ndarray, sample_rate: int, ceiling: float) -> np.ndarray:
-    """Return `audio` with no sample above `ceiling` (linear), by a smooth look-ahead gain.
-
-    The gain needed at each sample is spread by a minimum filter and then smoothed by a moving
-    average half as wide, so it ramps down before each peak and back up after it, and by
-    construction never exceeds the gain that peak needs.
-    """
-    from scipy.ndimage import minimum_filter1d, uniform_filter1d
-
-    peak = np.abs(audio).max(axis=1)
-    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
-    if need.min() >= 1.0:
-        return audio
-    half = max(1, int(round(LIMITER_RAMP_S * sample_rate)))
-    gain = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=2 * (half // 2) + 1, mode="nearest")
-    # The running-sum average may overshoot by rounding: clip as a last guard.
-    return np.clip(audio * gain[:, None], -ceiling, ceiling)
-
-
-def normalise(audio: np.ndarray, sample_rate: int, target_lufs: float, peak_db: float) -> np.ndarray:
-    """Bring `audio` to `target_lufs` integrated loudness, limited to `peak_db` dBFS sample peak.
-
-    Returns new samples. Silence is returned unchanged. The gain is capped at +MAX_GAIN_DB and
-    at MAX_LIMITING_DB of limiting; very peaky music stays quieter than the target.
-    """
-    ceiling = 10.0 ** (peak_db / 20.0)
-    measured = integrated_loudness(audio, sample_rate)
-    if not np.isfinite(measured):
-        log.warning("the rendered music is silent; leaving it silent")
-        return audio
-    # Squashing peaks by more than a few dB to reach the target sounds worse than being quiet.
-    peak_dbfs = 20.0 * np.log10(np.abs(audio).max())
-    max_gain_db = min(MAX_GAIN_DB, peak_db - peak_dbfs + MAX_LIMITING_DB)
-    gain_db = min(target_lufs - measured, max_gain_db)
-    for _ in range(LEVEL_PASSES):
-        out = limit_peaks(audio * 10.0 ** (gain_db / 20.0), sample_rate, ceiling)
-        reached = integrated_loudness(out, sample_rate)
-        if abs(reached - target_lufs) < 0.1 or gain_db >= max_gain_db:
-            break
-        gain_db = min(gain_db + target_lufs - reached, max_gain_db)
-    log.debug("music loudness %.1f LUFS, gain %+.1f dB, now %.1f LUFS", measured, gain_db, reached)
-    if reached < target_lufs - 1.0:
-        log.info("music is %.1f LU below the loudness target: its peaks limit it", target_lufs - reached)
-    return out
-
-
-def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM through a hidden temp file in the same folder, then rename over `path`."""
+def _track_reader(raw_wav: Path, n: int, sample_rate: int, fade_s: float):
+    """A Reader (see bgmgen.loudness) over FluidSynth's WAV: stereo float64, cut or padded to ``n`` frames,
+    faded out over the last ``fade_s`` seconds. Each call reads only the frames asked for from the file."""
     from scipy.io import wavfile
 
-    pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        wavfile.write(f, sample_rate, pcm)
+    with warnings.catch_warnings():
+        # libsndfile adds chunks (PEAK) that scipy does not know and warns about.
+        warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        _, mapped = wavfile.read(raw_wav, mmap=True)  # parses the header; the samples are not read
+    # Plain reads, not the memory map: mapped pages would count as this process's memory once touched.
+    dtype, offset, length = mapped.dtype, mapped.offset, len(mapped)
+    width = 1 if mapped.ndim == 1 else mapped.shape[1]
+    del mapped
+    scale = float(np.iinfo(dtype).max + 1) if dtype.kind == "i" else 1.0
+    channels = [0, 1] if width >= 2 else [0, 0]  # mono is played on both sides
+    fade = min(n, int(round(fade_s * sample_rate)))
+    ramp = _fade_ramp(fade) if fade > 0 else np.ones(0)
 
+    def read(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))  # past FluidSynth's output: silence (padding)
+        end = min(stop, length)
+        if end > start:
+            with open(raw_wav, "rb") as f:
+                f.seek(offset + start * width * dtype.itemsize)
+                data = np.fromfile(f, dtype, count=(end - start) * width).reshape(-1, width)
+            out[: len(data)] = data[:, channels].astype(np.float64) / scale
+        # FluidSynth renders the release tail (~3 s) past the last note: frames past n are never asked for.
+        if stop > n - fade:
+            first = max(start, n - fade)
+            out[first - start :] *= ramp[first - (n - fade) : stop - (n - fade), None]
+        return out
+
+    return read
+
+
+def _write_wav_atomic(path: Path, music, sample_rate: int) -> None:
+    """Write float blocks [frames, 2] as 16-bit PCM through a hidden temp file in the same folder, then
+    rename it over `path`; one block at a time, so the file can be longer than memory."""
+    import wave
+
+    with atomic_output(path) as tmp, wave.open(str(tmp), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        for x in music:
+            out.writeframes(np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes())

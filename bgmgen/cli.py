@@ -25,7 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)  # soft_wrap: an error stays one line in logs
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv", ".ogg", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
 
 # Options shared by several commands.
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same music.")]
@@ -41,6 +40,9 @@ SamplerOpt = Annotated[str, typer.Option("--sampler", help="dpm, ddim or ddpm.")
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Music model (default: the shipped one).")]
 DetectorOpt = Annotated[str, typer.Option("--shot-detector", help="transnetv2 or histogram.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")]
+WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder with CLIP/BLIP/BERT weights (see `bgmgen models`).")]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also draw a timeline PNG here: frames, cuts, energy, segments, chords, notes.")]
+LoudnessOpt = Annotated[float, typer.Option("--loudness", help="Integrated loudness of the sound track, LUFS (EBU R128).")]
 
 
 def _version(value: bool) -> None:
@@ -59,24 +61,50 @@ def main_options(
 @contextmanager
 def _cli_errors(debug: bool) -> Iterator[None]:
     """Turn failures into one line on stderr and an exit code (no traceback unless --debug)."""
+    from rich.markup import escape  # file names like "take [1].mp4" are not markup
+
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    previous = _on_sigterm(_terminate)
     try:
         yield
     except BgmgenError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted", highlight=False)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM: the stack has unwound, so partial outputs and temporary files are gone.
+        terminated = isinstance(exc, _Terminated)
+        err.print("terminated" if terminated else "interrupted", highlight=False)
+        raise typer.Exit(143 if terminated else 130) from None
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - the user gets one line, --debug the traceback
         if debug:
             raise
-        err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", highlight=False)
+        err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for details)",
+                  highlight=False)  # fmt: skip
         raise typer.Exit(1) from None
+    finally:
+        _on_sigterm(previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds (and cleans up) like Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM and return the one before; a no-op off the main thread."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 @contextmanager
@@ -100,7 +128,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, float], None]]:
 
 
 def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, checkpoint, detector,
-             soundfont=None, keep_audio=False, force=False):
+             soundfont=None, keep_audio=False, force=False, weights_dir=None, loudness=-16.0):
     from .audio import RenderOptions
     from .mux import MuxOptions
     from .pipeline import ScoreOptions
@@ -111,6 +139,8 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
         raise BgmgenError("--steps must be at least 1")
     if sampler not in ("dpm", "ddim", "ddpm"):
         raise BgmgenError(f"unknown sampler {sampler!r}: use dpm, ddim or ddpm")
+    if not -40.0 <= loudness <= -5.0:
+        raise BgmgenError(f"--loudness {loudness:g} LUFS is outside -40..-5 (-16 suits the web, -23 broadcast)")
     if key is not None:
         from .plan import choose_key
 
@@ -118,9 +148,9 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
     return ScoreOptions(
         plan=PlanOptions(tempo=tempo, key=key, seed=seed),
         sampler=SamplerOptions(sampler=sampler, steps=steps, guidance=guidance),
-        render=RenderOptions(soundfont=soundfont),
-        mux=MuxOptions(keep_audio=keep_audio, force=force),
-        seed=seed, device=device, shot_detector=detector, checkpoint=checkpoint, plan_file=plan_file,
+        render=RenderOptions(soundfont=soundfont, target_lufs=loudness),
+        mux=MuxOptions(keep_audio=keep_audio, force=force, loudness=loudness),
+        seed=seed, device=device, shot_detector=detector, checkpoint=checkpoint, plan_file=plan_file, weights_dir=weights_dir,
     )
 
 
@@ -138,28 +168,36 @@ def _check_input(video: Path) -> Path:
 def score(
     video: Annotated[Path, typer.Argument(help="The video to score.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output video (default: NAME.scored.EXT beside the input).")] = None,
-    keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Mix the original sound under the music.")] = False,
+    keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Keep the original sound; the music ducks wherever it has speech or sound.")] = False,
     soundfont: Annotated[Optional[Path], typer.Option("--soundfont", help="SoundFont (.sf2/.sf3) to play the music with.")] = None,
+    report: ReportOpt = None, loudness: LoudnessOpt = -16.0,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
     plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
-    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", quiet: QuietOpt = False, debug: DebugOpt = False,
+    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Write VIDEO with new music as its sound track."""
     with _cli_errors(debug):
         from .mux import check_output_path, default_output_path
         from .pipeline import Scorer
+        from .report import check_report_path, draw_report
         from .video import probe
 
         info = probe(_check_input(video))
         output = output or default_output_path(video, info.video_codec)
         check_output_path(video, output, force)  # before the model loads
+        if report is not None:
+            check_report_path(video, report, force)
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector,
-                           soundfont, keep_audio, force)
+                           soundfont, keep_audio, force, weights_dir, loudness)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
             result = scorer.score(video, output, progress)
+        if report is not None:
+            draw_report(result.plan, video, result.roll, report)
         if not quiet:
             p = result.plan
+            _print_analysers(p)
             err.print(f"{p.n_bars} bars at {p.tempo:.1f} BPM in {p.key}, {len(p.segments)} segments, {result.n_notes} notes; "
                       f"cuts off bar lines by {p.cut_alignment_error:.2f} s on average", highlight=False, soft_wrap=True)
         typer.echo(str(result.output))
@@ -171,7 +209,8 @@ def midi(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="MIDI file (default: NAME.mid beside the input).")] = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
     plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
-    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", quiet: QuietOpt = False, debug: DebugOpt = False,
+    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Write the music for VIDEO as a MIDI file."""
     with _cli_errors(debug):
@@ -181,7 +220,8 @@ def midi(
         _check_input(video)
         output = output or video.with_suffix(".mid")
         check_output_path(video, output, force, video=False)  # before the model loads
-        options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector, force=force)
+        options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector, force=force,
+                           weights_dir=weights_dir)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
             result = scorer.midi(video, output, progress)
@@ -193,64 +233,144 @@ def plan_command(
     video: Annotated[Path, typer.Argument(help="The video to plan music for.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan JSON (default: NAME.plan.json beside the input).")] = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
-    shot_detector: DetectorOpt = "transnetv2", quiet: QuietOpt = False, debug: DebugOpt = False,
+    shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None, report: ReportOpt = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Write the musical plan (tempo, segments, key, chords, levels) as editable JSON."""
+    """Write the musical plan (tempo, segments, key, chords, captions, levels) as editable JSON."""
     with _cli_errors(debug):
         from .mux import check_output_path
         from .pipeline import plan_only
+        from .report import check_report_path, draw_report
 
         _check_input(video)
         output = output or video.with_name(f"{video.stem}.plan.json")
         check_output_path(video, output, force, video=False)
-        options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector)
+        if report is not None:
+            check_report_path(video, report, force)
+        options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector, weights_dir=weights_dir)
         with _progress(quiet) as progress:
             result = plan_only(video, options, progress)
         result.save(output)
+        if report is not None:
+            draw_report(result, video, None, report)  # no music yet: the plan only
+        if not quiet:
+            _print_analysers(result)
         typer.echo(str(output))
 
 
 @app.command()
 def batch(
-    folder: Annotated[Path, typer.Argument(help="Folder of videos to score.")],
-    output_dir: Annotated[Optional[Path], typer.Option("-o", "--output-dir", help="Where to write (default: beside each input).")] = None,
+    folder: Annotated[Path, typer.Argument(help="Folder of videos to score (sub-folders included).")],
+    output_dir: Annotated[Optional[Path], typer.Option("-o", "--output-dir", help="Where to write, mirroring FOLDER's tree (default: beside each input).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (or Ray actors), each loading the model once.")] = 1,
+    ray: Annotated[Optional[str], typer.Option("--ray", help='Run on the Ray cluster at ADDRESS, or "local" for a private one.')] = None,
+    report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write every file's status, timings and error here.")] = None,
     keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Mix the original sound under the music.")] = False,
-    force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20,
-    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", quiet: QuietOpt = False, debug: DebugOpt = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Redo outputs that exist (default: skip them).")] = False,
+    seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20,
+    checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Score every video in FOLDER, one after another; a failure skips that file and goes on."""
-    with _cli_errors(debug):
-        from .errors import InputError
-        from .mux import default_output_path
-        from .pipeline import Scorer
-        from .video import probe
+    """Score every video under FOLDER; finished outputs are skipped, a failure is reported and the batch goes on.
 
-        if not folder.is_dir():
-            raise InputError(f"{folder}: not a folder")
-        videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and ".scored." not in p.name)
-        if not videos:
-            raise InputError(f"{folder}: no videos found")
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
+    Prints each output written on stdout, a table on stderr at the end, and exits 1 when any file failed.
+    """
+    with _cli_errors(debug):
+        from .batch import find_jobs, run_batch
+        from .errors import InputError
+
+        if workers < 1:
+            raise BgmgenError("--workers must be at least 1")
+        if report_json is not None and report_json.is_dir():
+            raise BgmgenError(f"--report-json is a folder: {report_json}")  # found now, not after the batch
         options = _options(seed, device, None, None, None, guidance, steps, "dpm", checkpoint, shot_detector,
-                           keep_audio=keep_audio, force=force)
-        scorer = Scorer(options)  # the model loads once for the whole folder
-        failed = 0
-        for video in videos:
-            try:
-                out = default_output_path(video, probe(video).video_codec)
-                if output_dir is not None:
-                    out = output_dir / out.name
-                with _progress(quiet) as progress:
-                    scorer.score(video, out, progress)
-                typer.echo(str(out))
-            except BgmgenError as exc:
-                failed += 1
-                err.print(f"skipped {video}: {exc}", highlight=False)
+                           keep_audio=keep_audio, force=force, weights_dir=weights_dir)
+        jobs = find_jobs(folder, output_dir)
+        if not jobs:
+            raise InputError(f"{folder}: no videos found")
+
+        def show(result) -> None:
+            if result.status == "scored":
+                typer.echo(str(result.output))
+            elif result.status == "failed":
+                err.print(f"skipped {result.input}: {_reason(result)}", highlight=False, markup=False)
+            bars.advance(task)
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                      disable=quiet, transient=True) as bars:  # fmt: skip
+            task = bars.add_task("files", total=len(jobs))
+            report = run_batch(jobs, options, workers=workers, ray_address=ray, on_result=show)
+        if report_json is not None:
+            report.save(report_json)
         if not quiet:
-            err.print(f"{len(videos) - failed} scored, {failed} failed", highlight=False)
-        if failed:
+            _print_batch_table(report, folder)
+        if report.failed:
             raise typer.Exit(1)
+
+
+def _reason(result) -> str:
+    """A batch result's error without the input's path in front (probe errors start with it)."""
+    error = result.error or ""
+    return error.removeprefix(f"{result.input}: ")
+
+
+def _print_batch_table(report, folder: Path) -> None:
+    """The summary on stderr: every file (only the failures when there are many), then the counts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = report.results if len(report.results) <= 50 else [r for r in report.results if r.status == "failed"]
+    table = Table("file", "status", "seconds", "error", box=None, pad_edge=False)
+    colours = {"scored": "green", "skipped": "dim", "failed": "red"}
+    for r in rows:
+        name = str(r.input.relative_to(folder)) if r.input.is_relative_to(folder) else str(r.input)
+        table.add_row(escape(name), f"[{colours[r.status]}]{r.status}[/]", f"{r.seconds:.1f}", escape(_reason(r)))
+    if rows:
+        err.print(table)
+    err.print(f"{report.count('scored')} scored, {report.count('skipped')} skipped, {report.count('failed')} failed "
+              f"in {report.seconds:.1f} s ({report.runner}, {report.workers} worker{'s' * (report.workers > 1)})",
+              highlight=False)  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="POP909 folder (…/POP909) or prepared pop909_*.npz folder.")] = Path("../shared/data/pop909/POP909"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    rows: Annotated[Optional[str], typer.Option("--rows", help="Comma-separated rows (default: all).")] = None,
+    windows: Annotated[int, typer.Option("--windows", help="Test windows (8 bars each) per row.")] = 64,
+    si_pieces: Annotated[int, typer.Option("--si-pieces", help="32-bar pieces rendered to audio for SI (0 = skip SI).")] = 8,
+    checkpoint: CheckpointOpt = None, seed: SeedOpt = 2024, device: DeviceOpt = "cpu", force: ForceOpt = False,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Measure the music model on the POP909 test split against ablations and rule baselines."""
+    with _cli_errors(debug):
+        from .evaluate import ALL_ROWS, EvalOptions, evaluate as run_evaluation, save_results
+        from .pipeline import resolve_device
+
+        if json_out is not None and json_out.exists() and not force:
+            raise BgmgenError(f"{json_out} exists (use --force to overwrite)")
+        chosen = tuple(r.strip() for r in rows.split(",") if r.strip()) if rows else ALL_ROWS
+        options = EvalOptions(data=data, checkpoint=checkpoint, rows=chosen, windows=windows, si_pieces=si_pieces,
+                              seed=seed, device=resolve_device(device))
+        with _progress(quiet) as progress:
+            results = run_evaluation(options, progress)
+        if json_out is not None:
+            save_results(results, options, json_out)
+        _print_evaluation(results)
+
+
+def _print_evaluation(results: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluate import METRIC_HEADERS, METRICS
+
+    table = Table("row", *METRIC_HEADERS, box=None, pad_edge=False)
+    for row, values in results.items():
+        table.add_row(row, *("-" if values[m] != values[m] else f"{values[m]:.3f}" for m in METRICS))
+    Console(width=200).print(table)
 
 
 @app.command()
@@ -263,6 +383,8 @@ def train(
     lr: Annotated[float, typer.Option("--lr")] = 3e-4,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the saved training state.")] = True,
     backbone: Annotated[str, typer.Option("--backbone", help="temporal1d (fast on CPU) or paper2d (Diff-BGM's 2D UNet, for GPUs).")] = "temporal1d",
+    paired: Annotated[Optional[Path], typer.Option("--paired", help="Train the video-conditioned model on paired features in the BGM909 layout (docs/paired-training.md); --data then names POP909 for pairs without music.npz.")] = None,
+    eval_only: Annotated[bool, typer.Option("--eval-only", help="With --paired: print P@20 of the checkpoint at --out on the test split instead of training.")] = False,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train the music model on POP909 (resumable; writes safetensors)."""
@@ -275,16 +397,97 @@ def train(
         from .model import UNetConfig
         from .model2d import PAPER_CONFIG
 
-        if not data.exists():
-            raise InputError(f"{data}: no such folder (point --data at POP909)")
         configs = {"temporal1d": UNetConfig(), "paper2d": PAPER_CONFIG}
         if backbone not in configs:
             raise BgmgenError(f"unknown backbone {backbone!r}: use temporal1d or paper2d")
+        if paired is not None:
+            _train_paired(paired, data if data.is_dir() else None, out, eval_only, steps=steps, max_minutes=minutes,
+                          batch_size=batch_size, lr=lr, seed=seed, device=resolve_device(device), resume=resume,
+                          model=configs[backbone], quiet=quiet)
+            return
+        if eval_only:
+            raise BgmgenError("--eval-only needs --paired DIR")
+        if not data.exists():
+            raise InputError(f"{data}: no such folder (point --data at POP909)")
         cfg = TrainConfig(data=data, out=out, steps=steps, max_minutes=minutes, batch_size=batch_size, lr=lr,
                           seed=seed, device=resolve_device(device), resume=resume, model=configs[backbone])
         with _progress(quiet) as progress:
             run_training(cfg, progress=lambda step, total, record: progress("train", step / total))
         typer.echo(str(out))
+
+
+def _train_paired(folder: Path, pop909: Optional[Path], out: Path, eval_only: bool, quiet: bool, **settings) -> None:
+    """``bgmgen train --paired``: train on (or, with --eval-only, score P@20 on) a paired feature folder."""
+    import json
+
+    from .paired import PairedTrainConfig, evaluate_checkpoint, train_paired
+
+    if out == Path("models/bgmgen-music.safetensors"):
+        out = Path("models/bgmgen-paired.safetensors")  # never overwrite the shipped music-only model
+    if eval_only:
+        typer.echo(json.dumps(evaluate_checkpoint(out, folder, "test", pop909, device=settings["device"])))
+        return
+    cfg = PairedTrainConfig(data=folder, pop909=pop909, out=out, **settings)
+    with _progress(quiet) as progress:
+        train_paired(cfg, progress=lambda step, total, record: progress("train", step / total))
+    typer.echo(str(out))
+
+
+def _print_analysers(plan) -> None:
+    """One line on stderr naming the analysers behind a plan, and why CLIP/BLIP were not among them."""
+    if not plan.analysers:
+        return
+    missing = [name for name in ("clip", "blip") if name not in plan.analysers]
+    note = f" (no {'/'.join(m.upper() for m in missing)} weights found: embedded default; see `bgmgen models`)" if missing else ""
+    err.print(f"analysers: {', '.join(plan.analysers)}{note}", highlight=False, markup=False)
+
+
+models_app = typer.Typer(help="List the external models bgmgen uses, or fetch one.", invoke_without_command=True,
+                         no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    weights_dir: WeightsDirOpt = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip hashing the weight files.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List each external model: where it is looked for, whether it is found, its checksum status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _cli_errors(debug):
+        import json
+
+        from .weights import all_status
+
+        found = all_status(weights_dir, check=not no_check)
+        if json_output:
+            typer.echo(json.dumps({"models": [m.to_dict() for m in found]}, indent=2))
+            return
+        from rich.table import Table
+
+        table = Table("model", "found", "source", "checksum", "path / searched", box=None, pad_edge=False)
+        table.columns[-1].overflow = "fold"  # paths are long; fold rather than cut them
+        for m in found:
+            where = m.path if m.found else "; ".join(m.searched)
+            table.add_row(m.name, "yes" if m.found else "[red]no[/]", m.source or "-", m.checksum, where)
+        Console(soft_wrap=True).print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="clip, blip or bert.")],
+    weights_dir: WeightsDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Download model NAME from the Hugging Face Hub (into --weights-dir, else the Hugging Face cache)."""
+    with _cli_errors(debug):
+        from .weights import fetch
+
+        typer.echo(str(fetch(name, weights_dir)))
 
 
 def main() -> None:

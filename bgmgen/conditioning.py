@@ -89,13 +89,23 @@ class ConditionBatch:
     tokens: torch.Tensor  # [B, HALF_BARS, N_TOKEN_FEATURES]
     segment_ids: torch.Tensor  # [B, BARS_PER_WINDOW] long
     context: torch.Tensor  # [B, N_CONTEXT_CHANNELS, WINDOW_STEPS]
+    video: torch.Tensor | None = None  # [B, BARS_PER_WINDOW, video_dim] per-bar visual features (paired models)
+    text: torch.Tensor | None = None  # [B, BARS_PER_WINDOW, text_dim] caption features of each bar's segment
+
+    def _map(self, fn) -> ConditionBatch:
+        return ConditionBatch(*(None if t is None else fn(t) for t in (
+            self.aligned, self.tokens, self.segment_ids, self.context, self.video, self.text)))
 
     def to(self, device) -> ConditionBatch:
-        return ConditionBatch(*(t.to(device) for t in (self.aligned, self.tokens, self.segment_ids, self.context)))
+        return self._map(lambda t: t.to(device))
+
+    def slice(self, start: int, stop: int) -> ConditionBatch:
+        """Windows ``start:stop`` of the batch."""
+        return self._map(lambda t: t[start:stop])
 
     def repeat(self, n: int) -> ConditionBatch:
         """The batch stacked ``n`` times (for the guided and unguided halves of one forward pass)."""
-        return ConditionBatch(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in (self.aligned, self.tokens, self.segment_ids, self.context)))
+        return self._map(lambda t: t.repeat(n, *([1] * (t.dim() - 1))))
 
 
 def build_batch(chroma, root, bass, bar_features, segment_ids, context_roll=None, known_steps=None) -> ConditionBatch:

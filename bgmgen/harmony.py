@@ -171,22 +171,29 @@ class Key:
         return self.label
 
 
-def chord_from_pitch_classes(weights: list[float] | tuple[float, ...]) -> Chord:
+def chord_from_pitch_classes(
+    weights: list[float] | tuple[float, ...], bass: list[float] | tuple[float, ...] | None = None
+) -> Chord:
     """Recognise the triad-family chord that best explains a 12-bin pitch-class weight vector.
 
     Scores every root and quality by the weight on chord tones minus the weight off them, with a
-    small preference for simpler chords; returns NO_CHORD for silence.
+    small preference for simpler chords; returns NO_CHORD for silence. ``bass`` (optional, 12 bins:
+    how long each pitch class was the lowest sounding note) settles chords that share their tones,
+    such as C6 and Am7 or Csus4 and Fsus2, in favour of the root in the bass.
     """
     total = float(sum(weights))
     if total <= 0:
         return NO_CHORD
+    bass_total = float(sum(bass)) if bass is not None else 0.0
     best, best_score = NO_CHORD, float("-inf")
-    for quality in ("maj", "min", "dim", "aug", "sus2", "sus4", "7", "maj7", "min7"):
+    for quality in ("maj", "min", "dim", "aug", "sus2", "sus4", "7", "maj7", "min7", "maj6", "min6"):
         penalty = 0.02 * (len(QUALITY_INTERVALS[quality]) - 3)
         for root in range(12):
             tones = {(root + i) % 12 for i in QUALITY_INTERVALS[quality]}
             on = sum(weights[pc] for pc in tones)
             score = (2 * on - total) / total - penalty
+            if bass_total > 0:
+                score += 0.1 * bass[root] / bass_total
             if score > best_score:
                 best, best_score = Chord(root, quality, root), score
     return best

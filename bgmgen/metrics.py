@@ -24,6 +24,14 @@ def pitch_class_weights(roll: np.ndarray, start: int, end: int) -> np.ndarray:
     return weights
 
 
+def bass_weights(roll: np.ndarray, start: int, end: int) -> np.ndarray:
+    """How many steps in ``[start, end)`` each pitch class is the lowest sounding note."""
+    sounding = roll[:, start:end].max(axis=0) > 0  # [steps, 88]
+    has_note = sounding.any(axis=1)
+    lowest = sounding.argmax(axis=1)[has_note]
+    return np.bincount(_PC[lowest], minlength=12).astype(float)
+
+
 def chord_tone_ratio(roll: np.ndarray, chroma: np.ndarray) -> float:
     """Share of note onsets whose pitch class is in the chord sounding at that step (chords only)."""
     steps, cols = np.nonzero(roll[ONSET])
@@ -37,14 +45,15 @@ def chord_tone_ratio(roll: np.ndarray, chroma: np.ndarray) -> float:
 def chord_accuracy(roll: np.ndarray, chords: list[Chord], steps_per_chord: int = STEPS_PER_BAR // 2) -> float:
     """Share of chord spans (half bars) whose recognised chord has the wanted root and major/minor colour.
 
-    Spans with no wanted chord or no notes are skipped.
+    The chord is recognised from how long each pitch class sounds, with the bass line settling chords
+    that share their tones (C6 / Am7). Spans with no wanted chord or no notes are skipped.
     """
     correct = total = 0
     for i, wanted in enumerate(chords):
         weights = pitch_class_weights(roll, i * steps_per_chord, (i + 1) * steps_per_chord)
         if wanted.is_none or weights.sum() == 0:
             continue
-        found = chord_from_pitch_classes(list(weights))
+        found = chord_from_pitch_classes(list(weights), list(bass_weights(roll, i * steps_per_chord, (i + 1) * steps_per_chord)))
         total += 1
         correct += found.root == wanted.root and ((found.quality in _MINOR_FAMILY) == (wanted.quality in _MINOR_FAMILY))
     return correct / total if total else float("nan")

@@ -1,7 +1,8 @@
 """From a generated piano roll to a MIDI file the synthesiser can play.
 
 Timing comes from the plan's tempo (16 steps per 4/4 bar); velocity follows the plan's per-bar
-energy with a light accent on strong beats; notes are cut at the video's end, and the notes of the
+energy with a light accent on strong beats, and the top line is played over the accompaniment
+(listening found the tune buried in the chords when every note had the same weight); notes are cut at the video's end, and the notes of the
 final bar ring on to it so the piece ends on its cadence instead of stopping mid-phrase.
 """
 
@@ -18,6 +19,8 @@ from .roll import STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
 PIANO_PROGRAM = 0  # General MIDI Acoustic Grand Piano
 MIN_VELOCITY, MAX_VELOCITY = 40, 110
 BEAT_ACCENT = {0: 8, 2: 4}  # extra velocity on beat 1 and beat 3 of a bar
+MELODY_ACCENT, ACCOMPANIMENT_CUT = 10, 4  # top line louder, the notes under it softer
+MELODY_FLOOR = 60  # a top note below middle C is bass or chord, not a tune
 
 
 def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
@@ -32,12 +35,29 @@ def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
     return np.clip(np.round(velocity), 1, 127).astype(int)
 
 
+def balance_voices(notes: list[Note]) -> list[Note]:
+    """Bring out the top line: a note that is the highest sounding one when it starts (and at least
+    ``MELODY_FLOOR``) gets ``MELODY_ACCENT`` more velocity, every other note ``ACCOMPANIMENT_CUT`` less."""
+    if not notes:
+        return notes
+    n_steps = max(n.end for n in notes)
+    highest = np.full(n_steps, -1)
+    for n in notes:
+        highest[n.start : n.end] = np.maximum(highest[n.start : n.end], n.pitch)
+    balanced = []
+    for n in notes:
+        on_top = n.pitch >= MELODY_FLOOR and n.pitch == highest[n.start]
+        velocity = n.velocity + MELODY_ACCENT if on_top else n.velocity - ACCOMPANIMENT_CUT
+        balanced.append(Note(n.start, n.end, n.pitch, int(np.clip(velocity, 1, 127))))
+    return balanced
+
+
 def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
     import pretty_midi
 
     seconds_per_step = 60.0 / plan.tempo / STEPS_PER_BEAT
-    notes = roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1]))
+    notes = balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1])))
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     piano = pretty_midi.Instrument(program=program, name="bgmgen piano")

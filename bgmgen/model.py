@@ -53,6 +53,8 @@ class UNetConfig:
     context_channels: int = N_CONTEXT_CHANNELS
     token_features: int = N_TOKEN_FEATURES
     n_tokens: int = HALF_BARS
+    video_dim: int = 0  # width of per-bar visual features (CLIP); 0 = not a video-conditioned model
+    text_dim: int = 0  # width of per-segment caption features; 0 = none (see paired.py)
 
 
 @dataclass
@@ -126,7 +128,12 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
         """``segment_ids`` [B, bars] switch on SAC-Att; None lets every position see every token."""
-        cross_mask = None if segment_ids is None else segment_attention_mask(segment_ids, x.shape[2])
+        if segment_ids is None:
+            cross_mask = None
+        elif tokens.shape[1] == 2 * segment_ids.shape[1]:  # music tokens only (every music-only model)
+            cross_mask = segment_attention_mask(segment_ids, x.shape[2])
+        else:  # plus per-bar video/caption tokens (paired models)
+            cross_mask = segment_attention_mask(segment_ids, x.shape[2], tokens.shape[1])
         h = self.norm_in(x).transpose(1, 2)  # [B, T, C]
         s = self.norm_self(h)
         h = h + self.self_attn(s, s)
@@ -135,15 +142,36 @@ class AttentionBlock(nn.Module):
         return x + h.transpose(1, 2)
 
 
-def segment_attention_mask(segment_ids: torch.Tensor, n_positions: int) -> torch.Tensor:
-    """SAC-Att mask ``[B, n_positions, HALF_BARS]``: position i may see token j iff same segment.
+def segment_attention_mask(segment_ids: torch.Tensor, n_positions: int, n_tokens: int | None = None) -> torch.Tensor:
+    """SAC-Att mask ``[B, n_positions, n_tokens]``: position i may see token j iff same segment.
 
-    ``segment_ids`` [B, bars]; positions split the window evenly; tokens are half bars.
+    ``segment_ids`` [B, bars]; positions split the window evenly; the first ``2 * bars`` tokens are
+    half bars, any further tokens come in per-bar streams of ``bars`` (video, then caption tokens).
     """
     bars = segment_ids.shape[1]
+    n_tokens = n_tokens or 2 * bars
     position_bar = torch.arange(n_positions, device=segment_ids.device) * bars // n_positions
-    token_bar = torch.arange(2 * bars, device=segment_ids.device) // 2
+    token_bar = torch.cat([torch.arange(2 * bars, device=segment_ids.device) // 2,
+                           torch.arange(n_tokens - 2 * bars, device=segment_ids.device) % bars])
     return segment_ids[:, position_bar][:, :, None] == segment_ids[:, token_bar][:, None, :]
+
+
+class FeatureTokens(nn.Module):
+    """One token per bar from external features (CLIP frames, caption embeddings), with a null token."""
+
+    def __init__(self, features: int, token_dim: int, n: int):
+        super().__init__()
+        # LayerNorm first: CLIP and BERT vectors come at very different scales.
+        self.proj = nn.Sequential(nn.LayerNorm(features), nn.Linear(features, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim))
+        self.position = nn.Parameter(torch.zeros(n, token_dim))
+        self.null = nn.Parameter(torch.randn(n, token_dim) * 0.02)
+
+    def forward(self, features: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        """``features`` [B, n, features] -> tokens [B, n, token_dim]; ``drop`` [B] bool picks the null ones."""
+        tokens = self.proj(features) + self.position
+        if drop is not None:
+            tokens = torch.where(drop[:, None, None], self.null.expand_as(tokens), tokens)
+        return tokens
 
 
 class ConditionalUNet(nn.Module):
@@ -166,6 +194,21 @@ class ConditionalUNet(nn.Module):
         self.token_position = nn.Parameter(torch.zeros(c.n_tokens, c.token_dim))
         # Learned "no condition" tokens for classifier-free guidance (condition dropout in training).
         self.null_tokens = nn.Parameter(torch.randn(c.n_tokens, c.token_dim) * 0.02)
+        # Video-conditioned models (paired.py) add a visual and a caption token per bar; None keeps
+        # the state dict of music-only checkpoints unchanged.
+        bars = c.n_tokens // 2
+        self.video_tokens = FeatureTokens(c.video_dim, c.token_dim, bars) if c.video_dim else None
+        self.text_tokens = FeatureTokens(c.text_dim, c.token_dim, bars) if c.text_dim else None
+        # ...and add those per-bar tokens to the first feature map too, so the music can follow the
+        # video bar by bar without learning it through attention alone (as the chord masks do).
+        streams = bool(c.video_dim) + bool(c.text_dim)
+        self.feature_in = nn.Linear(streams * c.token_dim, c.channels[0]) if streams else None
+        # ...and read them out as a per-bar bias on the output logits (temporal backbone): which
+        # pitches a bar of this video tends to use is learned directly, as the chord masks give it.
+        self.feature_out = nn.Linear(streams * c.token_dim, out_channels) if streams and self.dims == 1 else None
+        if self.feature_out is not None:
+            nn.init.zeros_(self.feature_out.weight)
+            nn.init.zeros_(self.feature_out.bias)
         self.conv_in = conv(in_channels, c.channels[0], 3, padding=1)
 
         def res(cin: int, cout: int) -> nn.Module:
@@ -210,11 +253,26 @@ class ConditionalUNet(nn.Module):
         if drop_condition is not None:
             aligned = aligned * (~drop_condition).float()[:, None, None]
             tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
+        for stream, features, name in ((self.video_tokens, cond.video, "video"), (self.text_tokens, cond.text, "caption")):
+            if stream is not None:
+                if features is None:
+                    raise ModelError(f"this music model is conditioned on {name} features, and none were given")
+                tokens = torch.cat([tokens, stream(features, drop_condition)], dim=1)
         return aligned, tokens
+
+    def per_bar(self, layer: nn.Module, tokens: torch.Tensor, steps: int) -> torch.Tensor:
+        """``layer`` applied to each bar's video/caption tokens, spread over its steps: [B, out, steps]."""
+        b, bars = tokens.shape[0], self.config.n_tokens // 2
+        extra = tokens[:, self.config.n_tokens :]  # the per-bar streams follow the n_tokens music tokens
+        per_bar = extra.view(b, -1, bars, extra.shape[2]).permute(0, 2, 1, 3).reshape(b, bars, -1)
+        return layer(per_bar).transpose(1, 2).repeat_interleave(steps // bars, dim=2)
 
     def run_unet(self, h: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
         """Down, middle and up paths from the first feature map to the last (before ``conv_out``)."""
         temb = self.time_mlp(timestep_embedding(t, 128))
+        if self.feature_in is not None:
+            added = self.per_bar(self.feature_in, tokens, h.shape[2])
+            h = h + (added if h.dim() == 3 else added[..., None])
 
         def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
             if isinstance(layer, self.res_block):
@@ -265,7 +323,8 @@ class MusicUNet(ConditionalUNet):
         aligned, tokens = self.encode_conditions(cond, drop_condition)
         h = self.conv_in(torch.cat([x, aligned, cond.context], dim=1))
         h = self.run_unet(h, t, tokens, cond.segment_ids if segment_aware else None)
-        return self.conv_out(h)
+        out = self.conv_out(h)
+        return out if self.feature_out is None else out + self.per_bar(self.feature_out, tokens, out.shape[2])
 
 
 def build_model(config: UNetConfig) -> nn.Module:

@@ -50,7 +50,7 @@ class SpatialTransformer(nn.Module):
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, H*W, C], time-major as in the paper
         mask = None
         if segment_ids is not None:
-            mask = segment_attention_mask(segment_ids, height).repeat_interleave(width, dim=1)
+            mask = segment_attention_mask(segment_ids, height, tokens.shape[1]).repeat_interleave(width, dim=1)
         s = self.norms[0](h)
         h = h + self.self_attn(s, s)
         h = h + self.cross_attn(self.norms[1](h), tokens, mask)

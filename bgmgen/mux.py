@@ -2,16 +2,25 @@
 
 `check_output_path` refuses bad output paths before any heavy work. `mux` copies the first video
 stream as it is where the output container takes its codec (a table below, no trial run), else
-re-encodes it; encodes the music (mixed over the original sound with `keep_audio`) in the
+re-encodes it; encodes the music (mixed with the original sound with `keep_audio`) in the
 container's usual audio codec; cuts everything to the video's duration; and writes through a
 hidden temp file in the output folder that is renamed over the output only when ffmpeg succeeded.
+
+With `keep_audio` the music is ducked: a sidechain compressor keyed by the original sound lowers
+the music wherever the original has speech or other sound (and lets it back up in the quiet
+parts), so the original stays intelligible. The mix is then measured (EBU R128, ffmpeg's
+`ebur128` in an audio-only first pass) and brought to `MuxOptions.loudness` by one static gain
+before the peak limiter. Without `keep_audio` the music track is used as rendered (`audio.render`
+already brought it to its loudness target).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -27,6 +36,16 @@ log = logging.getLogger("bgmgen")
 
 MUSIC_SAMPLE_RATE = 44100  # Hz; the original sound is resampled to it before mixing
 MIX_CEILING = 0.891  # linear (-1 dBFS): the limiter after the mix keeps music + original under it
+# Ducking (sidechain compression of the music, keyed by the original sound). The detector is RMS.
+# Speech at an ordinary recording level (~-25 dBFS RMS) is ~13 dB over the threshold and ducks the
+# music by ~11 dB; quiet room tone (under -38 dBFS) leaves it alone; the key is first held under
+# DUCK_KEY_CEILING, so even a very loud original ducks the music by ~15 dB at most.
+DUCK_THRESHOLD = 0.0126  # linear key level (-38 dBFS) above which the music is lowered
+DUCK_KEY_CEILING = 0.1  # linear (-20 dBFS): the key is compressed (20:1) above this level
+DUCK_RATIO = 6.0  # dB of key level over the threshold per dB the music stays over it
+DUCK_ATTACK_MS = 40.0  # how fast the music goes down when the original starts
+DUCK_RELEASE_MS = 600.0  # how fast it comes back: slow enough not to pump between words
+MAX_MIX_GAIN_DB = 30.0  # loudness normalisation never raises a near-silent mix more than this
 STDERR_TAIL_LINES = 8  # lines of ffmpeg's stderr carried by a ToolError
 
 # Audio encoders per output container: codec options for the music track.
@@ -70,6 +89,9 @@ class Container:
     video_encode: dict  # ffmpeg options when the video must be re-encoded
     muxer: dict = field(default_factory=dict)  # extra output options for this container
     keeps_rotation: bool = False  # copies the display matrix; else a rotated video is re-encoded
+    # Samples per audio frame where the container stores no encoder delay (MPEG-TS): AAC's priming
+    # frame and the padded last frame would run the sound past the video, so whole frames are cut.
+    audio_frame: int = 0
 
 
 _MOV_MUXER = {"movflags": "+faststart"}  # index first, so players can start before the end
@@ -87,7 +109,7 @@ CONTAINERS: dict[str, Container] = {
     ".avi": Container(AVI_VIDEO, PCM, X264),
     ".mpg": Container(MPEG_VIDEO, MP2, MPEG2),
     ".mpeg": Container(MPEG_VIDEO, MP2, MPEG2),
-    ".ts": Container(frozenset({"h264", "hevc", "mpeg2video", "mpeg1video"}), AAC, X264 | VFR),
+    ".ts": Container(frozenset({"h264", "hevc", "mpeg2video", "mpeg1video"}), AAC, X264 | VFR, audio_frame=1024),
 }
 
 
@@ -95,8 +117,10 @@ CONTAINERS: dict[str, Container] = {
 class MuxOptions:
     """How to combine the video and the music."""
 
-    keep_audio: bool = False  # mix the original sound under the music
-    original_gain_db: float = -12.0  # level of the original under the music when keep_audio, dB
+    keep_audio: bool = False  # mix the original sound with the music, ducking the music under it
+    original_gain_db: float = 0.0  # gain on the original sound in the mix when keep_audio, dB
+    duck: bool = True  # with keep_audio: lower the music where the original has sound
+    loudness: float = -16.0  # integrated loudness of the mix (EBU R128, LUFS) when keep_audio
     force: bool = False  # overwrite an existing output
 
 
@@ -124,6 +148,14 @@ def check_output_path(input_path: Path, output_path: Path, force: bool, video: b
         raise OutputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder is not writable: {folder}")
+    try:
+        # os.access says yes to root everywhere, and to folders that refuse files (sysfs, some mounts):
+        # creating the hidden temp file the output will be written through is the real test.
+        new_partial(output_path).unlink()
+    except OSError as e:
+        raise OutputError(f"output folder is not writable: {folder} ({e.strerror or e})") from None
+    except OutputError:
+        raise OutputError(f"output folder is not writable: {folder}") from None
 
 
 def mux(
@@ -138,8 +170,9 @@ def mux(
     """Write `output_path`: the first video stream of `video_path` with `music_wav` as its sound.
 
     `duration` is the video's length in seconds; the output is cut to it. With
-    `options.keep_audio` and `has_audio`, the original sound is mixed under the music at
-    `options.original_gain_db`. `progress`, if given, is called with the fraction done (0..1).
+    `options.keep_audio` and `has_audio`, the original sound is mixed in at
+    `options.original_gain_db`, the music is ducked under it (`options.duck`) and the mix is
+    brought to `options.loudness` LUFS. `progress`, if given, is called with the fraction done (0..1).
     Returns `output_path`. Raises OutputError (see check_output_path), InputError (no video
     stream) and ToolError (ffmpeg failed; the message carries its stderr).
     """
@@ -153,8 +186,16 @@ def mux(
     # play sideways, while re-encoding applies the rotation to the pixels (autorotate).
     copy = video["codec_name"] in container.video_copy and (rotation == 0 or container.keeps_rotation)
 
+    gain_db = 0.0
+    if original_audio is not None:
+        measured = measure_loudness(_mix_graph(video_path, music_wav, original_audio, options), duration)
+        gain_db = min(options.loudness - measured, MAX_MIX_GAIN_DB) if math.isfinite(measured) else 0.0
+        log.info("mix loudness %.1f LUFS, gain %+.1f dB towards %.1f LUFS", measured, gain_db, options.loudness)
+
     tmp = new_partial(output_path)
-    build = functools.partial(_build, video_path, music_wav, tmp, duration, video, original_audio, options, container)
+    build = functools.partial(
+        _build, video_path, music_wav, tmp, duration, video, original_audio, gain_db, options, container
+    )
     try:
         try:
             _run(build(copy=copy), duration, progress)
@@ -202,6 +243,7 @@ def _build(
     duration: float,
     video: dict,
     original_audio: int | None,
+    gain_db: float,
     options: MuxOptions,
     container: Container,
     copy: bool,
@@ -210,7 +252,6 @@ def _build(
     # Absolute paths, so a name like "-x.mp4" or "http:x.mp4" is never read as an option or protocol.
     # genpts: MPEG-PS packets may lack timestamps, which Matroska and MP4 refuse in a stream copy.
     source = ffmpeg.input(str(video_path.resolve()), fflags="+genpts")
-    music = ffmpeg.input(str(music_wav.resolve())).audio
     v = source[str(video["index"])]
     if copy:
         vopts: dict = {"c:v": "copy"}
@@ -223,21 +264,69 @@ def _build(
         log.info("re-encoding the %s video for %s", video["codec_name"], out.suffix)
 
     if original_audio is not None:
-        original = (
-            source[str(original_audio)]
-            # Pad/stretch to the stream's timestamps from 0, so the original stays in sync.
-            .filter("aresample", MUSIC_SAMPLE_RATE, **{"async": 1, "first_pts": 0})
-            .filter("aformat", channel_layouts="stereo")
-            .filter("volume", f"{options.original_gain_db}dB")
-        )
-        mixed = ffmpeg.filter([music, original], "amix", inputs=2, duration="first", dropout_transition=0, normalize=0)
-        a = mixed.filter("alimiter", limit=MIX_CEILING, level=0, latency=1)  # no clipping where both peak
+        mixed = _mix_graph(video_path, music_wav, original_audio, options, source=source)
+        a = mixed.filter("volume", f"{gain_db:.2f}dB").filter("alimiter", limit=MIX_CEILING, level=0, latency=1)
+        # Sample-exact end: after the compressors the frames are large, and `-t` cuts only between frames.
+        a = a.filter("atrim", duration=f"{duration:.6f}")
     else:
-        a = music
+        a = ffmpeg.input(str(music_wav.resolve())).audio
+    if container.audio_frame:
+        # Whole frames, one of them the encoder's priming, that end at or before the video's end.
+        frame, rate = container.audio_frame, container.audio["ar"]
+        samples = max(frame, (int(duration * rate) + frame) // frame * frame - frame)
+        a = a.filter("atrim", end_sample=samples)
 
     out_opts = {**vopts, **container.audio, "ac": 2, "t": f"{duration:.6f}", **container.muxer}
     stream = ffmpeg.output(v, a, str(out.resolve()), **out_opts)
     return ffmpeg.compile(stream, cmd="ffmpeg", overwrite_output=True)
+
+
+def _mix_graph(video_path: Path, music_wav: Path, original_audio: int, options: MuxOptions, source=None):
+    """The audio filter graph of music + original (ducked, not yet levelled), as an ffmpeg-python stream."""
+    source = source if source is not None else ffmpeg.input(str(video_path.resolve()), fflags="+genpts")
+    music = ffmpeg.input(str(music_wav.resolve())).audio
+    original = (
+        source[str(original_audio)]
+        # Pad/stretch to the stream's timestamps from 0, so the original stays in sync.
+        .filter("aresample", MUSIC_SAMPLE_RATE, **{"async": 1, "first_pts": 0})
+        .filter("aformat", channel_layouts="stereo")
+    )
+    if options.duck:
+        # The key is the original before its mix gain: how much the music ducks does not depend on it.
+        split = original.filter_multi_output("asplit", 2)
+        key, original = split[0], split[1]
+        key = key.filter("acompressor", threshold=DUCK_KEY_CEILING, ratio=20, attack=5, release=100)
+        music = ffmpeg.filter(
+            [music, key], "sidechaincompress", threshold=DUCK_THRESHOLD, ratio=DUCK_RATIO,
+            attack=DUCK_ATTACK_MS, release=DUCK_RELEASE_MS,
+        )  # fmt: skip
+    original = original.filter("volume", f"{options.original_gain_db}dB")
+    return ffmpeg.filter([music, original], "amix", inputs=2, duration="first", dropout_transition=0, normalize=0)
+
+
+def measure_loudness(audio, duration: float) -> float:
+    """Integrated loudness (EBU R128, LUFS) of an ffmpeg-python audio stream's first `duration` s.
+
+    Runs ffmpeg once with the `ebur128` meter and no output file. Returns -inf for silence;
+    raises ToolError if ffmpeg fails or prints no summary.
+    """
+    stream = ffmpeg.output(audio.filter("ebur128", framelog="verbose"), "-", format="null", t=f"{duration:.6f}")
+    args = ffmpeg.compile(stream, cmd="ffmpeg")
+    # The meter's summary is logged at the info level, on stderr; its per-frame lines go to verbose.
+    args = [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args[1:]]
+    log.debug("running %s", " ".join(args))
+    try:
+        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    except OSError as e:
+        raise ToolError(f"could not run ffmpeg (install it with: apt-get install ffmpeg): {e}") from e
+    if proc.returncode != 0:
+        raise ToolError(f"ffmpeg failed to measure the loudness (exit code {proc.returncode}): {_tail(proc.stderr)}")
+    found = re.findall(rb"\bI:\s+(-?[\d.]+|-inf|nan) LUFS", proc.stderr)
+    if not found:
+        raise ToolError(f"ffmpeg printed no loudness summary: {_tail(proc.stderr)}")
+    value = float(found[-1])
+    # The meter reports -70 LUFS (its gate) for silence.
+    return value if value > -70.0 else float("-inf")
 
 
 def _run(args: list[str], duration: float, progress: Callable[[float], None] | None) -> None:

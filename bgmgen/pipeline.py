@@ -49,6 +49,8 @@ class ScoreOptions:
     shot_detector: str = "transnetv2"
     checkpoint: Path | None = None  # music model; None = the shipped one
     plan_file: Path | None = None  # use this (edited) plan instead of making one
+    weights_dir: Path | None = None  # CLIP/BLIP/BERT weights, searched before $BGMGEN_MODELS and the HF cache
+    learned_features: bool = True  # use CLIP/BLIP when their weights are found (never downloads)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ScoreResult:
     plan: Plan
     n_notes: int
     seconds: dict[str, float]  # wall time per stage
+    roll: np.ndarray | None = None  # the generated piano roll [2, steps, 88], for `report.draw_report`
 
 
 def resolve_device(device: str) -> str:
@@ -96,7 +99,7 @@ class Scorer:
         roll = self.compose(plan, report)
         seconds["compose"] = time.perf_counter() - start
         write_midi(roll, plan, output)
-        return ScoreResult(output, plan, int(roll[0].sum()), seconds)
+        return ScoreResult(output, plan, int(roll[0].sum()), seconds, roll)
 
     def score(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
         """Write ``output``: ``video`` with new music as its sound track."""
@@ -118,13 +121,14 @@ class Scorer:
             mux(video, wav, output, info.duration, info.has_audio, self.options.mux, progress=lambda f: report("mux", f))
             seconds["mux"] = time.perf_counter() - start
             report("mux", 1.0)
-        return ScoreResult(output, plan, int(roll[0].sum()), seconds)
+        return ScoreResult(output, plan, int(roll[0].sum()), seconds, roll)
 
 
 def plan_for(
     video: Path, info: VideoInfo, options: ScoreOptions, device: str, report: Progress, seconds: dict[str, float]
 ) -> Plan:
     """Analyse ``video`` and plan its music, or load the plan file named in ``options``."""
+    from .features import FeatureOptions
     from .visual import analyze_video
 
     start = time.perf_counter()
@@ -137,7 +141,8 @@ def plan_for(
         report("analyse", 1.0)
     else:
         analysis = analyze_video(
-            video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f), info=info
+            video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f), info=info,
+            features=FeatureOptions(weights_dir=options.weights_dir, device=device) if options.learned_features else None,
         )
         seconds["analyse"] = time.perf_counter() - start
         log.info("analysers used: %s", ", ".join(analysis.analysers))

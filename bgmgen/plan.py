@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BgmgenError, InputError
+from .features import bar_clip_signal, clip_mood_of, segment_captions
 from .files import atomic_output
 from .harmony import Chord, Key
 from .progressions import HALF_BARS_PER_BAR, ProgressionBank
@@ -42,6 +43,11 @@ ENDING_ENERGY = 0.75  # factor on the last bar's energy
 ENDING_DENSITY = 0.6  # factor on the last bar's density
 MAJOR_TONICS = ("C", "D", "Eb", "E", "F", "G", "A", "Bb")  # comfortable keys for piano pop
 MINOR_TONICS = ("A", "B", "C", "D", "E", "F#", "G")
+# With CLIP features, its zero-shot tension/brightness are blended into the embedded mood (which sets tempo,
+# key mode and level ranges) and its per-bar tension into the energy curve. Small weights: the embedded
+# signals stay the main guide, CLIP tips close calls (e.g. a dim but cheerful scene towards major).
+CLIP_MOOD_WEIGHT = 0.35
+CLIP_ENERGY_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,9 @@ class Plan:
     cut_alignment_error: float  # mean |cut - nearest bar line| in seconds (0 if no cuts)
     mood: dict[str, float]  # {"tension": .., "brightness": ..}
     seed: int
-    captions: list[str] = field(default_factory=list)  # per segment, filled by a captioning stage
+    captions: list[str] = field(default_factory=list)  # per segment (BLIP, when found); editable
+    clip_mood: dict[str, float] = field(default_factory=dict)  # CLIP zero-shot scores ({} without CLIP)
+    analysers: list[str] = field(default_factory=list)  # what analysed the video, e.g. ["embedded-signals", "clip"]
     version: int = PLAN_VERSION
 
     @property
@@ -124,6 +132,8 @@ class Plan:
             "cut_alignment_error": self.cut_alignment_error,
             "segments": [{"start_bar": s.start_bar, "end_bar": s.end_bar} for s in self.segments],
             "captions": list(self.captions),
+            "clip_mood": dict(self.clip_mood),
+            "analysers": list(self.analysers),
             "chords": list(self.chords),
             "density": list(self.density),
             "energy": list(self.energy),
@@ -149,6 +159,8 @@ class Plan:
                 mood={str(k): float(v) for k, v in data.get("mood", {}).items()},
                 seed=int(data.get("seed", 0)),
                 captions=[str(c) for c in data.get("captions", [])],
+                clip_mood={str(k): float(v) for k, v in data.get("clip_mood", {}).items()},
+                analysers=[str(a) for a in data.get("analysers", [])],
                 version=int(data.get("version", PLAN_VERSION)),
             )
         except KeyError as exc:
@@ -370,6 +382,10 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
     if options.min_tempo > options.max_tempo:
         raise BgmgenError(f"min tempo {options.min_tempo:g} is above max tempo {options.max_tempo:g}")
     tension, brightness = float(analysis.mood.tension), float(analysis.mood.brightness)
+    clip_mood = clip_mood_of(analysis)
+    if clip_mood:
+        tension = (1 - CLIP_MOOD_WEIGHT) * tension + CLIP_MOOD_WEIGHT * clip_mood["tension"]
+        brightness = (1 - CLIP_MOOD_WEIGHT) * brightness + CLIP_MOOD_WEIGHT * clip_mood["brightness"]
     cuts = sorted(float(c) for c in analysis.cuts if 0.0 < float(c) < duration)
     motion = getattr(analysis, "motion", None)
     mean_motion = float(np.mean(motion)) if motion is not None and len(motion) else 0.5
@@ -396,6 +412,9 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
     key = choose_key(options, brightness, rng)
     bank = bank if bank is not None else ProgressionBank.load()
     energy_curve = _bar_means(analysis, analysis.energy, n_bars, bar_duration, duration)
+    clip_tension = bar_clip_signal(analysis, "tension", bar_duration, n_bars)
+    if clip_tension is not None:
+        energy_curve = (1 - CLIP_ENERGY_WEIGHT) * energy_curve + CLIP_ENERGY_WEIGHT * clip_tension
     chords: list[str] = []
     reusable: dict[tuple[int, bool], list[str]] = {}
     for index, segment in enumerate(segments):
@@ -435,6 +454,9 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         cut_alignment_error=error,
         mood={"tension": tension, "brightness": brightness},
         seed=options.seed,
+        clip_mood=clip_mood,
+        analysers=[str(a) for a in getattr(analysis, "analysers", [])],
     )
+    plan.captions = segment_captions(analysis, plan)
     plan.validate()
     return plan

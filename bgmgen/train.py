@@ -138,13 +138,62 @@ def _chroma_from_mask(mask: np.ndarray) -> np.ndarray:
     return chroma
 
 
-def _cosine(step: int, cfg: TrainConfig, elapsed: float) -> float:
-    """Cosine decay to 10% over the run, measured in steps or, with a time budget, in wall time."""
-    done = step / cfg.steps
-    if cfg.max_minutes is not None:
-        done = max(done, elapsed / (cfg.max_minutes * 60))
+def cosine_lr(base_lr: float, step: int, warmup_steps: int, steps: int, max_minutes: float | None, elapsed: float) -> float:
+    """Linear warm-up, then cosine decay to 10% over the run (in steps or, with a time budget, wall time)."""
+    done = step / steps
+    if max_minutes is not None:
+        done = max(done, elapsed / (max_minutes * 60))
     # A Python float: a numpy scalar lr in the optimizer state makes torch.load(weights_only=True) refuse it.
-    return float(0.1 + 0.45 * (1 + np.cos(np.pi * min(done, 1.0))))
+    return base_lr * min(1.0, (step + 1) / warmup_steps) * float(0.1 + 0.45 * (1 + np.cos(np.pi * min(done, 1.0))))
+
+
+@dataclass
+class TrainingRun:
+    """A model, its EMA copy and optimiser, and how far they got; shared by both training modes."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    state_path: Path
+    step: int = 0
+
+    @classmethod
+    def start(cls, config: UNetConfig, lr: float, device, state_path: Path, resume: bool) -> TrainingRun:
+        """Fresh weights, or the saved state at ``state_path`` when ``resume`` and it exists."""
+        model, ema = build_model(config).to(device), build_model(config).to(device)
+        ema.load_state_dict(model.state_dict())
+        ema.requires_grad_(False)
+        run = cls(model, ema, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01), state_path)
+        if resume and state_path.exists():
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.step = int(state["step"])
+            log.info("resumed from %s at step %d", state_path, run.step)
+        return run
+
+    def update(self, loss: torch.Tensor, lr: float, ema_decay: float) -> float:
+        """One optimiser step on ``loss`` at ``lr`` (gradients clipped at 1), then the EMA; returns the loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        decay = min(ema_decay, (1 + self.step) / (10 + self.step))  # short runs: a shorter memory at first
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p, 1 - decay)
+        self.step += 1
+        return loss.item()
+
+    def save(self, info: ModelInfo, out: Path) -> None:
+        """The EMA weights as a safetensors checkpoint, and the full state for resuming."""
+        save_checkpoint(self.ema, replace(info, training_steps=self.step), out)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "step": self.step}, self.state_path)
 
 
 def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None, cache: Path = Path(".cache/pop909")) -> Path:
@@ -157,64 +206,35 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = 
         torch.backends.cudnn.benchmark = True
     corpora = load_corpora(cfg.data, cache)
     train_set, valid_set = corpora["train"], corpora["valid"]
-    model = build_model(cfg.model).to(device)
-    ema = build_model(cfg.model).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step = 0
-    state_path = _state_path(cfg)
-    if cfg.resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        log.info("resumed from %s at step %d", state_path, step)
+    run = TrainingRun.start(cfg.model, cfg.lr, device, _state_path(cfg), cfg.resume)
     scheduler = training_scheduler()
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    rng = np.random.default_rng(cfg.seed + step)
+    rng = np.random.default_rng(cfg.seed + run.step)
     info = ModelInfo(config=cfg.model, feature_quantiles=train_set.feature_quantiles(), schedule=dict(SCHEDULE))
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = cfg.out.with_suffix(".log.jsonl")
     started = time.monotonic()
     losses: list[float] = []
-
-    def checkpoint() -> None:
-        save_checkpoint(ema, replace(info, training_steps=step), cfg.out)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
-
-    while step < cfg.steps:
-        model.train()
+    while run.step < cfg.steps:
         index = rng.integers(0, len(train_set.window_starts), size=cfg.batch_size)
         roll, cond, loss_mask = make_batch(train_set, index, rng, cfg, augment=True, device=device)
         drop = torch.as_tensor(rng.random(cfg.batch_size) < cfg.condition_dropout, device=device)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(step, cfg, time.monotonic() - started)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = diffusion_loss(model, scheduler, roll, cond, loss_mask, drop, cfg.positive_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
-        step += 1
-        losses.append(loss.item())
+        lr = cosine_lr(cfg.lr, run.step, cfg.warmup_steps, cfg.steps, cfg.max_minutes, time.monotonic() - started)
+        run.model.train()
+        loss = diffusion_loss(run.model, scheduler, roll, cond, loss_mask, drop, cfg.positive_weight)
+        losses.append(run.update(loss, lr, cfg.ema_decay))
+        step = run.step
         record: dict = {"step": step, "loss": float(np.mean(losses[-100:])), "lr": lr}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            ema.eval()
-            record.update(evaluate_samples(ema, valid_set, cfg, device))
+            run.ema.eval()
+            record.update(evaluate_samples(run.ema, valid_set, cfg, device))
             record["minutes"] = (time.monotonic() - started) / 60
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             log.info("step %d %s", step, record)
         out_of_time = cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-            checkpoint()
+            run.save(info, cfg.out)
         if progress:
             progress(step, cfg.steps, record)
         if out_of_time:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from bgmgen import shots, video
+
+if TYPE_CHECKING:
+    from bgmgen.features import FeatureOptions
 
 log = logging.getLogger("bgmgen")
 
@@ -153,11 +156,14 @@ def analyze_video(
     device: str = "cpu",
     progress: Callable[[float], None] | None = None,
     info: video.VideoInfo | None = None,
+    features: FeatureOptions | None = None,
 ) -> VideoAnalysis:
     """Probe, decode once (25 fps, 48x27 RGB) and analyse the video at ``path``.
 
     Returns a VideoAnalysis. Raises InputError for unusable files, BgmgenError for an unknown detector name
-    and ModelError if the detector's model cannot be loaded. ``progress`` gets fractions 0..1.
+    and ModelError if the detector's model cannot be loaded. ``progress`` gets fractions 0..1. With
+    ``features``, the learned analysers whose weights are found (CLIP, BLIP, BERT) add their ``extras``
+    in a second decode pass (``bgmgen.features``); without weights nothing changes.
     """
     info = info or video.probe(path)  # callers that probed already pass it in
     detector = shots.get_detector(shot_detector, device)  # unknown names fail before decoding
@@ -189,6 +195,15 @@ def analyze_video(
     motion = motion_from_changes(np.concatenate(changes), cuts, fps)
     energy = energy_curve(motion, brightness, colourfulness, cuts, fps)
     mood = estimate_mood(motion, brightness, colourfulness, cuts, info.duration)
+    analysers, extras = ["embedded-signals", detector.name], {}
+    if features is not None:
+        from bgmgen.features import extract_features
+
+        learned = extract_features(info, cuts, features)
+        analysers += learned.analysers
+        extras.update(learned.extras)
+        for note in learned.notes:
+            log.info("analyser skipped: %s", note)
     report(1.0)
     return VideoAnalysis(
         info=info,
@@ -199,5 +214,6 @@ def analyze_video(
         energy=energy,
         cuts=cuts,
         mood=mood,
-        analysers=["embedded-signals", detector.name],
+        analysers=analysers,
+        extras=extras,
     )

@@ -97,3 +97,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A folder of prepared POP909 corpora made from the two bundled songs (the same songs in every split)."""
+    from bgmgen.pop909 import Corpus, load_song
+
+    folder = tmp_path_factory.mktemp("prepared")
+    corpus = Corpus.from_songs([load_song(DATA_DIR / "pop909" / "001"), load_song(DATA_DIR / "pop909" / "002")])
+    for split in ("train", "valid", "test"):
+        corpus.save(folder / f"pop909_{split}.npz")
+    return folder

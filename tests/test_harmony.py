@@ -134,3 +134,12 @@ def test_chord_from_pitch_classes_recognises_chords(pcs, root, quality):
 def test_chord_from_pitch_classes_ignores_a_light_passing_tone_and_silence():
     assert chord_from_pitch_classes(weights(C, E, G, extra={D: 0.3, C: 1.0})) == Chord(C, "maj", C)
     assert chord_from_pitch_classes([0.0] * 12) == NO_CHORD
+
+
+def test_the_bass_settles_chords_that_share_their_tones():
+    # C E G A is both C6 and Am7: the lowest note decides.
+    assert chord_from_pitch_classes(weights(C, E, G, A), bass=weights(C)).root == C
+    assert chord_from_pitch_classes(weights(C, E, G, A), bass=weights(A)) == Chord(A, "min7", A)
+    # C F G is Csus4 or Fsus2.
+    assert chord_from_pitch_classes(weights(C, F, G), bass=weights(C)).root == C
+    assert chord_from_pitch_classes(weights(C, F, G), bass=weights(F)).root == F

@@ -102,3 +102,13 @@ def test_chord_accuracy_per_half_bar():
 def test_onset_counts_per_bar():
     roll = roll_of([Note(0, 4, C), Note(0, 4, E), Note(3, 4, G), Note(20, 21, C)], bars=3)
     assert onset_counts_per_bar(roll).tolist() == [3, 1, 0]
+
+
+def test_chord_accuracy_hears_the_bass():
+    from bgmgen.roll import Note, notes_to_roll
+
+    # C E G with an A in the melody over a C bass: a C chord with an added sixth, not A minor 7.
+    notes = [Note(0, 8, 48, 80), Note(0, 8, 64, 80), Note(0, 8, 67, 80), Note(0, 8, 69, 80)]
+    roll = notes_to_roll(notes, 8)
+    assert chord_accuracy(roll, [Chord.parse("C:maj")]) == 1.0
+    assert chord_accuracy(roll, [Chord.parse("A:min")]) == 0.0

@@ -103,3 +103,16 @@ def test_empty_roll_gives_an_empty_track(tmp_path):
     write_midi(np.zeros((2, 32, 88), dtype=np.float32), make_plan(n_bars=2, energy=(0.5, 0.5), duration=5.0), tmp_path / "e.mid")
     back = pretty_midi.PrettyMIDI(str(tmp_path / "e.mid"))  # a track without notes is not read back
     assert sum(len(i.notes) for i in back.instruments) == 0
+
+
+def test_top_line_is_played_over_the_accompaniment():
+    from bgmgen.midi import ACCOMPANIMENT_CUT, MELODY_ACCENT, balance_voices
+    from bgmgen.roll import Note
+
+    notes = [Note(0, 8, 48, 80), Note(0, 8, 64, 80), Note(0, 4, 72, 80), Note(4, 8, 67, 80), Note(8, 9, 55, 80)]
+    velocity = {(n.start, n.pitch): n.velocity for n in balance_voices(notes)}
+    assert velocity[(0, 72)] == 80 + MELODY_ACCENT  # the highest note when it starts: the tune
+    assert velocity[(4, 67)] == 80 + MELODY_ACCENT  # the next tune note, above the held chord
+    assert velocity[(0, 64)] == velocity[(0, 48)] == 80 - ACCOMPANIMENT_CUT
+    assert velocity[(8, 55)] == 80 - ACCOMPANIMENT_CUT  # alone but below middle C: not a tune
+    assert balance_voices([]) == []

@@ -14,23 +14,12 @@ torch = pytest.importorskip("torch")
 
 from bgmgen.model import load_checkpoint  # noqa: E402
 from bgmgen.model import UNetConfig  # noqa: E402
-from bgmgen.pop909 import Corpus, load_song  # noqa: E402
+from bgmgen.pop909 import Corpus  # noqa: E402
 from bgmgen.roll import N_PITCHES, STEPS_PER_BAR, WINDOW_STEPS  # noqa: E402
 from bgmgen.sampler import from_roll, training_scheduler  # noqa: E402
 from bgmgen.train import TrainConfig, diffusion_loss, load_corpora, make_batch, random_segments, train  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "pop909"
 TINY = UNetConfig(channels=(16, 32, 32), groups=8, token_dim=16, time_dim=16)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A folder of prepared corpora made from the two test songs (the same songs in every split)."""
-    folder = tmp_path_factory.mktemp("prepared")
-    corpus = Corpus.from_songs([load_song(DATA / "001"), load_song(DATA / "002")])
-    for split in ("train", "valid", "test"):
-        corpus.save(folder / f"pop909_{split}.npz")
-    return folder
 
 
 def config(prepared: Path, out: Path, **changes) -> TrainConfig:
