@@ -172,3 +172,14 @@ def test_cli_plan_with_weights_dir_shows_clip_mood_and_captions(weights_dir, cli
     assert len(data["captions"]) == len(data["segments"])
     assert {"clip", "blip", "bert"} <= set(data["analysers"])
     assert "analysers: embedded-signals, histogram, clip, blip, bert" in result.stderr
+
+
+def test_cli_score_with_weights_dir_uses_them_and_its_plan_carries_them(weights_dir, clip_factory, tmp_path):
+    video = clip_factory(duration=4.0, cuts=[2.0], size=(96, 54))
+    out, report = tmp_path / "scored.mp4", tmp_path / "report.png"
+    result = CliRunner().invoke(app, ["score", str(video), "-o", str(out), "--weights-dir", str(weights_dir),
+                                      "--shot-detector", "histogram", "--device", "cpu", "--steps", "2",
+                                      "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and report.exists()
+    assert "analysers: embedded-signals, histogram, clip, blip, bert" in result.stderr
