@@ -10,7 +10,6 @@ per-segment values (``make_plan`` and paired training use them).
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ class FeatureOptions:
     use_clip: bool = True  # use CLIP when its weights are found
     use_captions: bool = True  # use BLIP and the text encoder when BLIP's weights are found
     fps: float = FEATURE_FPS
+    models: FeatureModels | None = field(default=None, compare=False)  # loaded models to reuse (None: load here)
 
 
 @dataclass
@@ -53,9 +53,24 @@ class FeatureResult:
     notes: list[str] = field(default_factory=list)  # one line per analyser that was skipped, and why
 
 
-@functools.lru_cache(maxsize=4)
+class FeatureModels:
+    """Loaded CLIP, BLIP and text models, kept so that scoring many videos loads each only once.
+
+    A ``Scorer`` holds one; ``extract_features`` without one loads what it needs for that call.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str, str, str], Any] = {}
+
+    def get(self, kind: str, folder: Path, device: str, backend: str = ""):
+        """The ``kind`` ("clip", "blip" or "bert") model from ``folder``, loading it on first use."""
+        key = (kind, str(folder), device, backend)
+        if key not in self._loaded:
+            self._loaded[key] = _load(kind, folder, device, backend)
+        return self._loaded[key]
+
+
 def _load(kind: str, folder: Path, device: str, backend: str = ""):
-    """Load a model once per process (``batch`` analyses many videos with the same models)."""
     if kind == "clip":
         from .clip_features import load_clip
 
@@ -98,8 +113,9 @@ def extract_features(
             result.notes.append(f"{name}: no weights found (see `bgmgen models`)")
     if clip_dir is None and blip_dir is None:
         return result
-    clip = _load("clip", clip_dir, options.device, options.clip_backend) if clip_dir else None
-    captioner = _load("blip", blip_dir, options.device) if blip_dir else None
+    models = options.models or FeatureModels()
+    clip = models.get("clip", clip_dir, options.device, options.clip_backend) if clip_dir else None
+    captioner = models.get("blip", blip_dir, options.device) if blip_dir else None
     side = max(m.image_size for m in (clip, captioner) if m is not None)
 
     key_times = key_frame_times(cuts, info.duration) if captioner else []
@@ -135,7 +151,7 @@ def extract_features(
         result.analysers.append(captioner.name)
         bert_dir = find("bert", options.weights_dir)
         if bert_dir is not None:
-            result.extras[CAPTION_EMBEDDINGS_KEY] = _load("bert", bert_dir, options.device).encode(captions)
+            result.extras[CAPTION_EMBEDDINGS_KEY] = models.get("bert", bert_dir, options.device).encode(captions)
             result.analysers.append("bert")
         else:
             result.notes.append("bert: no weights found; captions are not embedded")

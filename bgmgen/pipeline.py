@@ -24,6 +24,7 @@ import numpy as np
 
 from .audio import RenderOptions, render
 from .errors import BgmgenError
+from .features import FeatureModels
 from .midi import write_midi
 from .mux import MuxOptions, check_output_path, mux
 from .plan import Plan, PlanOptions, make_plan
@@ -84,6 +85,7 @@ class Scorer:
         self.options = options
         self.device = resolve_device(options.device)
         self.generator = MusicGenerator.from_checkpoint(options.checkpoint, self.device, options.sampler)
+        self.feature_models = FeatureModels()  # CLIP/BLIP/BERT, loaded on first use, kept for the next video
 
     def compose(self, plan: Plan, progress: Progress | None = None) -> np.ndarray:
         report = progress or (lambda stage, fraction: None)
@@ -94,7 +96,7 @@ class Scorer:
         report = progress or (lambda stage, fraction: None)
         check_output_path(video, output, self.options.mux.force, video=False)
         seconds: dict[str, float] = {}
-        plan = plan_for(video, probe(video), self.options, self.device, report, seconds)
+        plan = plan_for(video, probe(video), self.options, self.device, report, seconds, self.feature_models)
         start = time.perf_counter()
         roll = self.compose(plan, report)
         seconds["compose"] = time.perf_counter() - start
@@ -107,7 +109,7 @@ class Scorer:
         info = probe(video)
         check_output_path(video, output, self.options.mux.force)
         seconds: dict[str, float] = {}
-        plan = plan_for(video, info, self.options, self.device, report, seconds)
+        plan = plan_for(video, info, self.options, self.device, report, seconds, self.feature_models)
         start = time.perf_counter()
         roll = self.compose(plan, report)
         seconds["compose"] = time.perf_counter() - start
@@ -125,7 +127,8 @@ class Scorer:
 
 
 def plan_for(
-    video: Path, info: VideoInfo, options: ScoreOptions, device: str, report: Progress, seconds: dict[str, float]
+    video: Path, info: VideoInfo, options: ScoreOptions, device: str, report: Progress, seconds: dict[str, float],
+    feature_models: FeatureModels | None = None,
 ) -> Plan:
     """Analyse ``video`` and plan its music, or load the plan file named in ``options``."""
     from .features import FeatureOptions
@@ -142,7 +145,8 @@ def plan_for(
     else:
         analysis = analyze_video(
             video, shot_detector=options.shot_detector, device=device, progress=lambda f: report("analyse", f), info=info,
-            features=FeatureOptions(weights_dir=options.weights_dir, device=device) if options.learned_features else None,
+            features=FeatureOptions(weights_dir=options.weights_dir, device=device, models=feature_models)
+            if options.learned_features else None,
         )
         seconds["analyse"] = time.perf_counter() - start
         log.info("analysers used: %s", ", ".join(analysis.analysers))

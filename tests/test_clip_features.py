@@ -183,3 +183,11 @@ def test_cli_score_with_weights_dir_uses_them_and_its_plan_carries_them(weights_
     assert result.exit_code == 0, result.output
     assert out.exists() and report.exists()
     assert "analysers: embedded-signals, histogram, clip, blip, bert" in result.stderr
+
+
+def test_feature_models_load_each_model_once(weights_dir):
+    models = features.FeatureModels()
+    folder = weights.require("clip", weights_dir)
+    first = models.get("clip", folder, "cpu", "transformers")
+    assert models.get("clip", folder, "cpu", "transformers") is first  # kept for the next video
+    assert features.FeatureModels().get("clip", folder, "cpu", "transformers") is not first  # no process-wide cache
