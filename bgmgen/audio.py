@@ -166,7 +166,7 @@ def render(midi_path: Path, out_wav: Path, duration: float, options: RenderOptio
 
     n = int(round(duration * sr))
     with tempfile.TemporaryDirectory(prefix="bgmgen-render-") as tmp:
-        raw = _run_fluidsynth(midi_path, soundfont, Path(tmp) / "raw.wav", sr)
+        raw = run_fluidsynth(midi_path, soundfont, Path(tmp) / "raw.wav", sr)
         # Read block by block from the memory-mapped file: the whole track never sits in memory.
         read = _track_reader(raw, n, sr, options.fade_out)
         gain_db = level_gain(read, n, sr, options.target_lufs, options.peak_db)
@@ -178,7 +178,7 @@ def render(midi_path: Path, out_wav: Path, duration: float, options: RenderOptio
     return out_wav
 
 
-def _run_fluidsynth(midi_path: Path, soundfont: Path, raw_wav: Path, sample_rate: int) -> Path:
+def run_fluidsynth(midi_path: Path, soundfont: Path, raw_wav: Path, sample_rate: int) -> Path:
     """Run FluidSynth's fast render to a float WAV; return its path or raise ToolError."""
     exe = shutil.which("fluidsynth")
     if exe is None:
@@ -205,7 +205,7 @@ def _run_fluidsynth(midi_path: Path, soundfont: Path, raw_wav: Path, sample_rate
     return raw_wav
 
 
-def _read_wav(path: Path) -> np.ndarray:
+def read_wav(path: Path) -> np.ndarray:
     """Read a WAV as float64 samples of shape (frames, 2) in [-1, 1] full scale."""
     from scipy.io import wavfile
 

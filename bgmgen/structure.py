@@ -293,7 +293,7 @@ def roll_to_audio(
     """
     import pretty_midi
 
-    from .audio import _read_wav, _run_fluidsynth, find_soundfont
+    from .audio import read_wav, run_fluidsynth, find_soundfont
 
     seconds_per_step = 60.0 / tempo_bpm / STEPS_PER_BEAT
     n_samples = int(round(roll.shape[1] * seconds_per_step * sample_rate))
@@ -309,8 +309,8 @@ def roll_to_audio(
     with tempfile.TemporaryDirectory(prefix="bgmgen-si-") as tmp:
         midi_path = Path(tmp) / "roll.mid"
         midi.write(str(midi_path))
-        wav = _run_fluidsynth(midi_path, find_soundfont(soundfont), Path(tmp) / "roll.wav", sample_rate)
-        samples = _read_wav(wav).mean(axis=1)
+        wav = run_fluidsynth(midi_path, find_soundfont(soundfont), Path(tmp) / "roll.wav", sample_rate)
+        samples = read_wav(wav).mean(axis=1)
     # FluidSynth renders the release tail past the last note: cut it, or pad a short render.
     return samples[:n_samples] if len(samples) >= n_samples else np.pad(samples, (0, n_samples - len(samples)))
 
