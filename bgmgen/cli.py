@@ -265,7 +265,8 @@ def batch(
     workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (or Ray actors), each loading the model once.")] = 1,
     ray: Annotated[Optional[str], typer.Option("--ray", help='Run on the Ray cluster at ADDRESS, or "local" for a private one.')] = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write every file's status, timings and error here.")] = None,
-    keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Mix the original sound under the music.")] = False,
+    keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Keep the original sound; the music ducks wherever it has speech or sound.")] = False,
+    loudness: LoudnessOpt = -16.0,
     force: Annotated[bool, typer.Option("--force", "-f", help="Redo outputs that exist (default: skip them).")] = False,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20,
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
@@ -284,7 +285,7 @@ def batch(
         if report_json is not None and report_json.is_dir():
             raise BgmgenError(f"--report-json is a folder: {report_json}")  # found now, not after the batch
         options = _options(seed, device, None, None, None, guidance, steps, "dpm", checkpoint, shot_detector,
-                           keep_audio=keep_audio, force=force, weights_dir=weights_dir)
+                           keep_audio=keep_audio, force=force, weights_dir=weights_dir, loudness=loudness)
         jobs = find_jobs(folder, output_dir)
         if not jobs:
             raise InputError(f"{folder}: no videos found")

@@ -281,3 +281,13 @@ def set_torch_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def test_a_bad_loudness_target_fails_before_any_file_is_touched(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder, "a.mp4", duration=1.0)
+    result = run_cli("batch", folder, "-o", tmp_path / "out", "--loudness", "-60")
+    assert result.exit_code != 0
+    assert "--loudness -60 LUFS is outside -40..-5" in result.stderr
+    assert not (tmp_path / "out").exists()
