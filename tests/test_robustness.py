@@ -261,6 +261,8 @@ def test_interrupt_leaves_nothing(case, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "bgmgen.cli", "score", str(video), *QUICK],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        # A run started in the background of a script inherits SIGINT ignored; a terminal's is not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
