@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .errors import BgmgenError, InputError
-from .files import atomic_output
+from .files import atomic_output, remove_partials
 
 if TYPE_CHECKING:
     from .pipeline import ScoreOptions
@@ -246,15 +245,6 @@ def run_here(todo: list[BatchJob], options: ScoreOptions, record: OnResult) -> N
     scorer = Scorer(options)  # a bad checkpoint fails here, once, before any file
     for job in todo:
         record(score_job(scorer, job))
-
-
-def remove_partials(output: Path) -> None:
-    """Delete the hidden partial files of ``output`` (``.NAME.partial-XXXXXXXX.EXT``, see files.new_partial)."""
-    pattern = re.compile(rf"\.{re.escape(output.stem)}\.partial-[0-9a-f]{{8}}{re.escape(output.suffix)}")
-    if output.parent.is_dir():
-        for path in output.parent.iterdir():
-            if pattern.fullmatch(path.name):
-                path.unlink(missing_ok=True)
 
 
 # --- worker processes --------------------------------------------------------------------------------------------

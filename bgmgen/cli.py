@@ -280,8 +280,6 @@ def batch(
         from .batch import find_jobs, run_batch
         from .errors import InputError
 
-        if workers < 1:
-            raise BgmgenError("--workers must be at least 1")
         if report_json is not None and report_json.is_dir():
             raise BgmgenError(f"--report-json is a folder: {report_json}")  # found now, not after the batch
         options = _options(seed, device, None, None, None, guidance, steps, "dpm", checkpoint, shot_detector,

@@ -4,6 +4,7 @@ and is renamed into place at the end, so a failed or interrupted run never leave
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ def new_partial(path: Path) -> Path:
     if not path.parent.is_dir():
         raise OutputError(f"output folder does not exist: {path.parent}")
     for _ in range(100):
-        tmp = path.parent / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"
+        tmp = path.parent / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"  # see remove_partials
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -32,6 +33,15 @@ def new_partial(path: Path) -> Path:
         except OSError as e:
             raise OutputError(f"cannot write to {path.parent}: {e}") from e
     raise OutputError(f"cannot create a temporary file in {path.parent}")
+
+
+def remove_partials(path: Path) -> None:
+    """Delete the partial files ``new_partial`` made for ``path`` and a killed run left behind."""
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.partial-[0-9a-f]{{8}}{re.escape(path.suffix)}")
+    if path.parent.is_dir():
+        for candidate in path.parent.iterdir():
+            if pattern.fullmatch(candidate.name):
+                candidate.unlink(missing_ok=True)
 
 
 @contextmanager

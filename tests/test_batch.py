@@ -18,9 +18,9 @@ from conftest import make_clip
 from test_pipeline import run_cli
 
 from bgmgen import batch as batch_module
-from bgmgen.batch import BatchJob, FileResult, find_jobs, remove_partials, run_batch, run_in_processes
+from bgmgen.batch import BatchJob, FileResult, find_jobs, run_batch, run_in_processes
 from bgmgen.errors import BgmgenError, ModelError
-from bgmgen.files import new_partial
+from bgmgen.files import new_partial, remove_partials
 from bgmgen.pipeline import ScoreOptions
 
 QUICK = ("--shot-detector", "histogram", "--steps", "2", "--guidance", "1")
