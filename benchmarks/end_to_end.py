@@ -91,7 +91,7 @@ def run_child(cmd: list[str], **kwargs) -> tuple[float, float]:
 def library_run(clip: Path, out: Path, device: str) -> tuple[dict[str, float], dict]:
     """Score ``clip`` through the library; returns (seconds per stage, facts about the run)."""
     from bgmgen.pipeline import ScoreOptions, Scorer
-    from bgmgen.video import probe
+    from bgmgen.video.decode import probe
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -107,7 +107,7 @@ def library_run(clip: Path, out: Path, device: str) -> tuple[dict[str, float], d
 
 
 def _force():
-    from bgmgen.mux import MuxOptions
+    from bgmgen.sound.mux import MuxOptions
 
     return MuxOptions(force=True)
 
@@ -116,9 +116,9 @@ def analyse_breakdown(clip: Path, device: str) -> dict[str, float]:
     """The analyse stage in parts, timed on their own: decoding the small frames, TransNetV2 load and inference."""
     import numpy as np
 
-    from bgmgen.shots import TransNetV2Detector
-    from bgmgen.video import iter_frames, probe
-    from bgmgen.visual import ANALYSIS_FPS, ANALYSIS_SIZE
+    from bgmgen.video.decode import iter_frames, probe
+    from bgmgen.video.shots import TransNetV2Detector
+    from bgmgen.video.visual import ANALYSIS_FPS, ANALYSIS_SIZE
 
     info = probe(clip)
     start = time.perf_counter()

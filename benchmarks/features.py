@@ -33,8 +33,14 @@ from end_to_end import make_clip  # noqa: E402  the end-to-end benchmark's clip,
 def build_models(root: Path) -> Path:
     """Full-size random CLIP ViT-B/32 and BLIP-base in ``root/{clip,blip}`` with offline tokenizers."""
     import torch
-    from transformers import (AutoTokenizer, BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel,
-                              CLIPTokenizer)
+    from transformers import (
+        AutoTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        CLIPConfig,
+        CLIPModel,
+        CLIPTokenizer,
+    )
 
     from bgmgen.weights import require
 
@@ -69,11 +75,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from bgmgen import features
-    from bgmgen.captions import Captioner, key_frame_times
-    from bgmgen.clip_features import load_clip
-    from bgmgen.text_features import load_encoder
-    from bgmgen.video import iter_frames, probe
+    from bgmgen.video import features
+    from bgmgen.video.captions import Captioner, key_frame_times
+    from bgmgen.video.clip_features import load_clip
+    from bgmgen.video.decode import iter_frames, probe
+    from bgmgen.video.text_features import load_encoder
 
     torch.set_num_threads(args.threads)
     rows: dict[str, list[float]] = {}

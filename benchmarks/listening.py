@@ -15,15 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmgen.audio import RenderOptions, render
-from bgmgen.generate import MusicGenerator, default_checkpoint
-from bgmgen.harmony import QUALITY_INTERVALS, Chord
-from bgmgen.midi import write_midi
-from bgmgen.mux import MuxOptions
+from bgmgen.music.generate import MusicGenerator
+from bgmgen.music.harmony import QUALITY_INTERVALS, Chord
+from bgmgen.music.midi import write_midi
+from bgmgen.music.plan import Plan, Segment
+from bgmgen.music.roll import STEPS_PER_BAR
 from bgmgen.pipeline import ScoreOptions, Scorer
-from bgmgen.plan import Plan, Segment
-from bgmgen.roll import STEPS_PER_BAR
-from bgmgen.train import load_corpora
+from bgmgen.sound.mux import MuxOptions
+from bgmgen.sound.render import RenderOptions, render
+from bgmgen.training.train import load_corpora
+from bgmgen.weights import default_checkpoint
 
 TEMPO = 100.0
 BARS = 13  # 31 s at 100 BPM
@@ -53,7 +54,7 @@ def plan_from_song(corpus, song: int, quantiles: dict[str, list[float]]) -> Plan
     density = np.clip((corpus.bar_features[bars, 0] - low) / (high - low), 0, 1)
     energy = np.clip((corpus.bar_features[bars, 1] - quantiles["energy"][0]) / (quantiles["energy"][2] - quantiles["energy"][0]), 0, 1)
     tonic, minor = int(corpus.key_tonic[song]), bool(corpus.key_minor[song])
-    from bgmgen.harmony import PITCH_NAMES
+    from bgmgen.music.harmony import PITCH_NAMES
 
     return Plan(
         duration=BARS * 4 * 60 / TEMPO, tempo=TEMPO, n_bars=BARS, key=f"{PITCH_NAMES[tonic]} {'minor' if minor else 'major'}",

@@ -175,7 +175,7 @@ The budget is 1.5 GB (1431 MiB) for the whole process tree. Memory that grows wi
 is kept small on purpose: the analysis keeps one 48x27 RGB frame per 1/25 s (3.9 KB each, 58 MB for
 10 minutes) and a few float32 numbers per frame; TransNetV2 runs over windows of at most 300 frames; the
 music is rendered by FluidSynth to a temporary file and levelled, limited and written in blocks of 6 s
-read from that file (`bgmgen.loudness`), so no whole-track audio array is ever in memory.
+read from that file (`bgmgen.sound.loudness`), so no whole-track audio array is ever in memory.
 {notes}"""
 
 

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from bgmgen.conditioning import stack_windows
-from bgmgen.generate import MusicGenerator, window_conditions
-from bgmgen.plan import Plan, Segment
-from bgmgen.sampler import SamplerOptions, sample_rolls
+from bgmgen.music.conditioning import stack_windows
+from bgmgen.music.generate import MusicGenerator, window_conditions
+from bgmgen.music.plan import Plan, Segment
+from bgmgen.music.sampler import SamplerOptions, sample_rolls
 
 SETTINGS = {
     "dpm_20 + guidance (default)": SamplerOptions(),

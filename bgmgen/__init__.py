@@ -1,17 +1,17 @@
 """bgmgen: background music for videos, written by a diffusion model (after Diff-BGM, CVPR 2024).
 
-Stages, one module each, called in order by ``pipeline.py``:
+The folders follow the pipeline that ``pipeline.py`` runs top to bottom:
 
-- ``video``: probe with ffprobe, stream small frames through an ffmpeg pipe
-- ``shots``: shot cuts (TransNetV2, or a colour-histogram fallback)
-- ``visual``: per-frame motion, brightness, colourfulness, energy and a coarse mood
-- ``plan`` (+ ``progressions``, ``harmony``): tempo, bars, segments, key, chords, per-bar levels
-- ``generate`` (+ ``model``, ``sampler``, ``conditioning``, ``roll``): the diffusion model writes a piano roll
-- ``midi``: roll -> MIDI (pretty_midi)
-- ``audio``: MIDI -> WAV (FluidSynth), trimmed and loudness-normalised
-- ``mux``: music into the video (ffmpeg), video stream copied
+- ``video/``: probe and decode, shot cuts, visual signals, CLIP/BLIP/BERT features -> a ``VideoAnalysis``
+- ``music/``: the plan (tempo, segments, key, chords, levels), the diffusion model and its sampler,
+  window-by-window generation, MIDI
+- ``sound/``: FluidSynth rendering, loudness, muxing into the video
+- ``training/``: POP909 data and the training loops; ``evaluation/``: metrics and ``bgmgen evaluate``
 
-Training and data: ``pop909``, ``train``, ``metrics``. Command line: ``cli``.
+At the top: ``pipeline`` (the stages in order), ``cli`` (arguments only), ``batch`` (many videos),
+``report`` (the timeline picture), ``weights`` (where model files are found), ``errors`` and ``files``.
+Imports only point down this list: ``video`` knows nothing of ``music``, ``music`` nothing of ``sound``,
+and a test walks the imports and fails on a circle.
 """
 
 __version__ = "0.1.0"

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .errors import BgmgenError, InputError
-from .files import atomic_output, remove_partials
+from bgmgen.errors import BgmgenError, InputError
+from bgmgen.files import atomic_output, remove_partials
 
 if TYPE_CHECKING:
-    from .pipeline import ScoreOptions
+    from bgmgen.pipeline import ScoreOptions
 
 log = logging.getLogger("bgmgen")
 
@@ -138,8 +138,8 @@ def find_jobs(in_dir: Path, out_dir: Path | None = None, suffixes: Iterable[str]
 
 
 def _job(video: Path, out_folder: Path, out_root: Path) -> BatchJob:
-    from .mux import default_output_path
-    from .video import probe
+    from bgmgen.sound.mux import default_output_path
+    from bgmgen.video.decode import probe
 
     try:
         output = out_folder / default_output_path(video, probe(video).video_codec).name
@@ -240,7 +240,7 @@ def score_job(scorer, job: BatchJob) -> FileResult:
 
 def run_here(todo: list[BatchJob], options: ScoreOptions, record: OnResult) -> None:
     """Score one file after another in this process, with one model."""
-    from .pipeline import Scorer
+    from bgmgen.pipeline import Scorer
 
     scorer = Scorer(options)  # a bad checkpoint fails here, once, before any file
     for job in todo:
@@ -261,7 +261,7 @@ def init_worker(options: ScoreOptions, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)  # several workers share the cores
-        from .pipeline import Scorer
+        from bgmgen.pipeline import Scorer
 
         _scorer = Scorer(options)
     except Exception as exc:  # noqa: BLE001 - reported by the first task instead of breaking the pool

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from . import __version__
-from .errors import BgmgenError
+from bgmgen import __version__
+from bgmgen.errors import BgmgenError
 
 app = typer.Typer(
     help="Score a video: watch the clip and write background music for it (Diff-BGM style).",
@@ -129,11 +129,11 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, float], None]]:
 
 def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, checkpoint, detector,
              soundfont=None, keep_audio=False, force=False, weights_dir=None, loudness=-16.0):
-    from .audio import RenderOptions
-    from .mux import MuxOptions
-    from .pipeline import ScoreOptions
-    from .plan import PlanOptions
-    from .sampler import SamplerOptions
+    from bgmgen.music.plan import PlanOptions
+    from bgmgen.music.sampler import SamplerOptions
+    from bgmgen.pipeline import ScoreOptions
+    from bgmgen.sound.mux import MuxOptions
+    from bgmgen.sound.render import RenderOptions
 
     if steps < 1:
         raise BgmgenError("--steps must be at least 1")
@@ -142,7 +142,7 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
     if not -40.0 <= loudness <= -5.0:
         raise BgmgenError(f"--loudness {loudness:g} LUFS is outside -40..-5 (-16 suits the web, -23 broadcast)")
     if key is not None:
-        from .plan import choose_key
+        from bgmgen.music.plan import choose_key
 
         choose_key(PlanOptions(key=key), 0.5, None)  # a bad --key fails now, not after the analysis
     return ScoreOptions(
@@ -155,7 +155,7 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
 
 
 def _check_input(video: Path) -> Path:
-    from .errors import InputError
+    from bgmgen.errors import InputError
 
     if not video.exists():
         raise InputError(f"{video}: no such file")
@@ -178,10 +178,10 @@ def score(
 ) -> None:
     """Write VIDEO with new music as its sound track."""
     with _cli_errors(debug):
-        from .mux import check_output_path, default_output_path
-        from .pipeline import Scorer
-        from .report import check_report_path, draw_report
-        from .video import probe
+        from bgmgen.pipeline import Scorer
+        from bgmgen.report import check_report_path, draw_report
+        from bgmgen.sound.mux import check_output_path, default_output_path
+        from bgmgen.video.decode import probe
 
         info = probe(_check_input(video))
         output = output or default_output_path(video, info.video_codec)
@@ -214,8 +214,8 @@ def midi(
 ) -> None:
     """Write the music for VIDEO as a MIDI file."""
     with _cli_errors(debug):
-        from .mux import check_output_path
-        from .pipeline import Scorer
+        from bgmgen.pipeline import Scorer
+        from bgmgen.sound.mux import check_output_path
 
         _check_input(video)
         output = output or video.with_suffix(".mid")
@@ -238,9 +238,9 @@ def plan_command(
 ) -> None:
     """Write the musical plan (tempo, segments, key, chords, captions, levels) as editable JSON."""
     with _cli_errors(debug):
-        from .mux import check_output_path
-        from .pipeline import plan_only
-        from .report import check_report_path, draw_report
+        from bgmgen.pipeline import plan_only
+        from bgmgen.report import check_report_path, draw_report
+        from bgmgen.sound.mux import check_output_path
 
         _check_input(video)
         output = output or video.with_name(f"{video.stem}.plan.json")
@@ -277,8 +277,8 @@ def batch(
     Prints each output written on stdout, a table on stderr at the end, and exits 1 when any file failed.
     """
     with _cli_errors(debug):
-        from .batch import find_jobs, run_batch
-        from .errors import InputError
+        from bgmgen.batch import find_jobs, run_batch
+        from bgmgen.errors import InputError
 
         if report_json is not None and report_json.is_dir():
             raise BgmgenError(f"--report-json is a folder: {report_json}")  # found now, not after the batch
@@ -345,8 +345,9 @@ def evaluate(
 ) -> None:
     """Measure the music model on the POP909 test split against ablations and rule baselines."""
     with _cli_errors(debug):
-        from .evaluate import ALL_ROWS, EvalOptions, evaluate as run_evaluation, save_results
-        from .pipeline import resolve_device
+        from bgmgen.evaluation.evaluate import ALL_ROWS, EvalOptions, save_results
+        from bgmgen.evaluation.evaluate import evaluate as run_evaluation
+        from bgmgen.pipeline import resolve_device
 
         if json_out is not None and json_out.exists() and not force:
             raise BgmgenError(f"{json_out} exists (use --force to overwrite)")
@@ -364,7 +365,7 @@ def _print_evaluation(results: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluate import METRIC_HEADERS, METRICS
+    from bgmgen.evaluation.evaluate import METRIC_HEADERS, METRICS
 
     table = Table("row", *METRIC_HEADERS, box=None, pad_edge=False)
     for row, values in results.items():
@@ -388,13 +389,12 @@ def train(
 ) -> None:
     """Train the music model on POP909 (resumable; writes safetensors)."""
     with _cli_errors(debug):
-        from .errors import InputError
-        from .pipeline import resolve_device
-        from .train import TrainConfig
-        from .train import train as run_training
-
-        from .model import UNetConfig
-        from .model2d import PAPER_CONFIG
+        from bgmgen.errors import InputError
+        from bgmgen.music.unet import UNetConfig
+        from bgmgen.music.unet2d import PAPER_CONFIG
+        from bgmgen.pipeline import resolve_device
+        from bgmgen.training.train import TrainConfig
+        from bgmgen.training.train import train as run_training
 
         configs = {"temporal1d": UNetConfig(), "paper2d": PAPER_CONFIG}
         if backbone not in configs:
@@ -419,7 +419,7 @@ def _train_paired(folder: Path, pop909: Optional[Path], out: Path, eval_only: bo
     """``bgmgen train --paired``: train on (or, with --eval-only, score P@20 on) a paired feature folder."""
     import json
 
-    from .paired import PairedTrainConfig, evaluate_checkpoint, train_paired
+    from bgmgen.training.paired import PairedTrainConfig, evaluate_checkpoint, train_paired
 
     if out == Path("models/bgmgen-music.safetensors"):
         out = Path("models/bgmgen-paired.safetensors")  # never overwrite the shipped music-only model
@@ -460,7 +460,7 @@ def models(
     with _cli_errors(debug):
         import json
 
-        from .weights import all_status
+        from bgmgen.weights import all_status
 
         found = all_status(weights_dir, check=not no_check)
         if json_output:
@@ -484,7 +484,7 @@ def models_fetch(
 ) -> None:
     """Download model NAME from the Hugging Face Hub (into --weights-dir, else the Hugging Face cache)."""
     with _cli_errors(debug):
-        from .weights import fetch
+        from bgmgen.weights import fetch
 
         typer.echo(str(fetch(name, weights_dir)))
 

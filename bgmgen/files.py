@@ -6,11 +6,22 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from bgmgen.errors import OutputError
+
+REPO_DIR = Path(__file__).resolve().parents[1]  # the source tree, when bgmgen runs from a checkout
+
+
+def shipped_path(folder: str, name: str) -> Path:
+    """A file bgmgen ships outside the package (``models/``, ``soundfonts/``): the checkout's copy (source
+    or editable install) when it exists, else the one a wheel installs under ``<prefix>/share/bgmgen``."""
+    in_repo = REPO_DIR / folder / name
+    installed = Path(sys.prefix) / "share" / "bgmgen" / folder / name
+    return in_repo if in_repo.exists() or not installed.exists() else installed
 
 
 def new_partial(path: Path) -> Path:

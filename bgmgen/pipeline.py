@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import RenderOptions, render
-from .errors import BgmgenError
-from .features import FeatureModels
-from .midi import write_midi
-from .mux import MuxOptions, check_output_path, mux
-from .plan import Plan, PlanOptions, make_plan
-from .sampler import SamplerOptions
-from .video import VideoInfo, probe
+from bgmgen.errors import BgmgenError
+from bgmgen.music.midi import write_midi
+from bgmgen.music.plan import Plan, PlanOptions, make_plan
+from bgmgen.music.sampler import SamplerOptions
+from bgmgen.sound.mux import MuxOptions, check_output_path, mux
+from bgmgen.sound.render import RenderOptions, render
+from bgmgen.video.decode import VideoInfo, probe
+from bgmgen.video.features import FeatureModels
 
 log = logging.getLogger("bgmgen")
 
@@ -80,7 +80,7 @@ class Scorer:
     """Loads the music model once and scores any number of videos (``batch`` reuses one)."""
 
     def __init__(self, options: ScoreOptions = ScoreOptions()):
-        from .generate import MusicGenerator
+        from bgmgen.music.generate import MusicGenerator
 
         self.options = options
         self.device = resolve_device(options.device)
@@ -131,8 +131,8 @@ def plan_for(
     feature_models: FeatureModels | None = None,
 ) -> Plan:
     """Analyse ``video`` and plan its music, or load the plan file named in ``options``."""
-    from .features import FeatureOptions
-    from .visual import analyze_video
+    from bgmgen.video.features import FeatureOptions
+    from bgmgen.video.visual import analyze_video
 
     start = time.perf_counter()
     if options.plan_file is not None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BgmgenError
-from .files import atomic_output
-from .harmony import PITCH_NAMES, Chord
-from .plan import Plan
-from .roll import ONSET, PITCH_LOW, STEPS_PER_BEAT, SUSTAIN, notes_to_roll, roll_to_notes
+from bgmgen.errors import BgmgenError
+from bgmgen.files import atomic_output
+from bgmgen.music.harmony import PITCH_NAMES, Chord
+from bgmgen.music.plan import Plan
+from bgmgen.music.roll import ONSET, PITCH_LOW, STEPS_PER_BEAT, SUSTAIN, notes_to_roll, roll_to_notes
 
 log = logging.getLogger("bgmgen")
 
@@ -86,8 +86,8 @@ def require_matplotlib() -> None:
 def check_report_path(video: Path, path: Path, force: bool) -> None:
     """Refuse a report path before any heavy work: not a .png, not writable (see
     mux.check_output_path), or matplotlib missing. Raises OutputError or BgmgenError."""
-    from .errors import OutputError
-    from .mux import check_output_path
+    from bgmgen.errors import OutputError
+    from bgmgen.sound.mux import check_output_path
 
     if Path(path).suffix.lower() != ".png":
         raise OutputError(f"--report writes a PNG image; name it NAME.png, not {Path(path).name}")
@@ -165,7 +165,7 @@ def _draw_frames(ax, video: Path | None, duration: float, size_px: tuple[int, in
     ax.set_ylabel("frames", fontsize=10)
     if video is None:
         return
-    from .video import probe
+    from bgmgen.video.decode import probe
 
     info = probe(Path(video))
     tile_h = size_px[1]

@@ -21,14 +21,21 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from bgmgen.errors import ModelError
+from bgmgen.files import shipped_path
 
 log = logging.getLogger("bgmgen")
 
+CHECKPOINT_NAME = "bgmgen-music.safetensors"  # our music model, shipped in models/
 ENV_DIR = "BGMGEN_MODELS"  # environment variable naming a weights folder
 _HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 # Files fetched from a repository: configs, tokenizer files and safetensors weights (never pickles).
 _FETCH_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors")
+
+
+def default_checkpoint() -> Path:
+    """The shipped music model: in the checkout (editable installs) or under <prefix>/share/bgmgen."""
+    return shipped_path("models", CHECKPOINT_NAME)
 
 
 @dataclass(frozen=True)
@@ -140,8 +147,6 @@ def _hf_cache_folder(spec: ModelSpec) -> Path | None:
 def _package_folder(spec: ModelSpec) -> Path | None:
     """The folder a Python package ships the files in, found without importing the package."""
     if spec.name == "music":
-        from .generate import CHECKPOINT_NAME, default_checkpoint  # no torch at import time
-
         path = default_checkpoint()
         return path.parent if path.name == CHECKPOINT_NAME else None
     if spec.package is None:

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import pytest
 
-DATA_DIR = Path(__file__).parent / "data"
+REPO_DIR = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_DIR / "tests" / "data"  # small clips and POP909 songs, with their licences
 
 # Visually distinct, patterned sources used for consecutive shots when no sources are given.
 # Each has its own colours and layout, so a switch between them is an unambiguous hard cut.
@@ -102,7 +103,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """A folder of prepared POP909 corpora made from the two bundled songs (the same songs in every split)."""
-    from bgmgen.pop909 import Corpus, load_song
+    from bgmgen.training.pop909 import Corpus, load_song
 
     folder = tmp_path_factory.mktemp("prepared")
     corpus = Corpus.from_songs([load_song(DATA_DIR / "pop909" / "001"), load_song(DATA_DIR / "pop909" / "002")])

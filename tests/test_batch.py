@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from batch_stubs import dying_task, quiet_init
-from conftest import make_clip
-from test_pipeline import run_cli
 
 from bgmgen import batch as batch_module
 from bgmgen.batch import BatchJob, FileResult, find_jobs, run_batch, run_in_processes
 from bgmgen.errors import BgmgenError, ModelError
 from bgmgen.files import new_partial, remove_partials
 from bgmgen.pipeline import ScoreOptions
+
+from batch_stubs import dying_task, quiet_init
+from conftest import make_clip
+from test_pipeline import run_cli
 
 QUICK = ("--shot-detector", "histogram", "--steps", "2", "--guidance", "1")
 GOOD = {"a.mp4": "a.scored.mp4", "sub/b.mkv": "sub/b.scored.mkv", "sub/deeper/c.mov": "sub/deeper/c.scored.mov"}

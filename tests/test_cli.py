@@ -18,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from bgmgen import __version__
+from bgmgen.video.decode import probe
+
 from conftest import make_clip
 from test_pipeline import (
     SAMPLE_RATE,
@@ -30,9 +34,6 @@ from test_pipeline import (
     run_cli,
     streams,
 )
-
-from bgmgen import __version__
-from bgmgen.video import probe
 
 REPO = Path(__file__).resolve().parents[1]
 HISTOGRAM = ("--shot-detector", "histogram")

@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bgmgen.cli import app
+from bgmgen.music.sampler import SamplerOptions
 from bgmgen.pipeline import STAGES, ScoreOptions, Scorer, plan_only
-from bgmgen.sampler import SamplerOptions
-from bgmgen.video import probe
+from bgmgen.video.decode import probe
 
 DATA_DIR = Path(__file__).parent / "data"
 SAMPLE_RATE = 44100  # Hz, for decoded sound tracks
@@ -244,7 +244,7 @@ def test_scorer_reports_each_stage_and_times_it(clip_factory, tmp_path):
 
 
 def test_plan_only_does_not_load_the_music_model(clip_factory, monkeypatch):
-    from bgmgen.generate import MusicGenerator
+    from bgmgen.music.generate import MusicGenerator
 
     def refuse(*args, **kwargs):
         raise AssertionError("plan_only loaded the music model")

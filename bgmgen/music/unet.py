@@ -1,0 +1,310 @@
+"""The denoising network: a temporal 1D UNet over piano rolls with segment-aware cross-attention.
+
+The network maps ``(noisy roll, timestep, conditions) -> logits of the clean roll``; it knows
+nothing about noise schedules or sampling (see ``generate.py``). The 88 pitches of both roll
+channels are the convolution channels and time is the axis, which is ~25x cheaper on a CPU than the
+paper's 2D UNet over 128x128 images (measured in docs/benchmarks.md).
+
+SAC-Att (Diff-BGM): at every cross-attention layer a time position may attend only to the tokens of
+its own segment. Self-attention is left global on purpose, so the two halves of a window stay
+coherent (the paper's code split it too, which only the convolutions could bridge).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bgmgen.errors import ModelError
+from bgmgen.music.conditioning import (
+    HALF_BARS,
+    N_ALIGNED_CHANNELS,
+    N_CONTEXT_CHANNELS,
+    N_TOKEN_FEATURES,
+    ConditionBatch,
+)
+from bgmgen.music.roll import N_PITCHES
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the network; stored inside every checkpoint."""
+
+    backbone: str = "temporal1d"  # temporal1d (pitches as channels, CPU-friendly) or paper2d (unet2d.py)
+    channels: tuple[int, ...] = (128, 192, 240)  # width per resolution level (time halves per level)
+    attention: tuple[bool, ...] = (False, False, True)  # self+cross attention blocks at this level
+    res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
+    heads: int = 4
+    ff_mult: int = 2  # feed-forward width multiplier in attention blocks
+    token_dim: int = 128  # width of the condition tokens
+    time_dim: int = 128  # width of the timestep embedding
+    groups: int = 16  # GroupNorm groups
+    roll_channels: int = 2 * N_PITCHES  # onset and sustain over 88 pitches
+    aligned_channels: int = N_ALIGNED_CHANNELS
+    context_channels: int = N_CONTEXT_CHANNELS
+    token_features: int = N_TOKEN_FEATURES
+    n_tokens: int = HALF_BARS
+    video_dim: int = 0  # width of per-bar visual features (CLIP); 0 = not a video-conditioned model
+    text_dim: int = 0  # width of per-segment caption features; 0 = none (see paired.py)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps, ``[B] -> [B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, time_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv1d(cin, cout, 3, padding=1)
+        self.time = nn.Linear(time_dim, 2 * cout)  # scale and shift
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.time(temb)[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an optional boolean mask (True = may attend)."""
+
+    def __init__(self, dim: int, kv_dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(kv_dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None])
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over time, cross-attention to condition tokens (SAC-masked), feed-forward."""
+
+    def __init__(self, channels: int, token_dim: int, heads: int, groups: int, ff_mult: int = 2):
+        super().__init__()
+        self.norm_in = nn.GroupNorm(groups, channels)
+        self.norm_self = nn.LayerNorm(channels)
+        self.self_attn = Attention(channels, channels, heads)
+        self.norm_cross = nn.LayerNorm(channels)
+        self.cross_attn = Attention(channels, token_dim, heads)
+        self.norm_ff = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+        """``segment_ids`` [B, bars] switch on SAC-Att; None lets every position see every token."""
+        if segment_ids is None:
+            cross_mask = None
+        elif tokens.shape[1] == 2 * segment_ids.shape[1]:  # music tokens only (every music-only model)
+            cross_mask = segment_attention_mask(segment_ids, x.shape[2])
+        else:  # plus per-bar video/caption tokens (paired models)
+            cross_mask = segment_attention_mask(segment_ids, x.shape[2], tokens.shape[1])
+        h = self.norm_in(x).transpose(1, 2)  # [B, T, C]
+        s = self.norm_self(h)
+        h = h + self.self_attn(s, s)
+        h = h + self.cross_attn(self.norm_cross(h), tokens, cross_mask)
+        h = h + self.ff(self.norm_ff(h))
+        return x + h.transpose(1, 2)
+
+
+def segment_attention_mask(segment_ids: torch.Tensor, n_positions: int, n_tokens: int | None = None) -> torch.Tensor:
+    """SAC-Att mask ``[B, n_positions, n_tokens]``: position i may see token j iff same segment.
+
+    ``segment_ids`` [B, bars]; positions split the window evenly; the first ``2 * bars`` tokens are
+    half bars, any further tokens come in per-bar streams of ``bars`` (video, then caption tokens).
+    """
+    bars = segment_ids.shape[1]
+    n_tokens = n_tokens or 2 * bars
+    position_bar = torch.arange(n_positions, device=segment_ids.device) * bars // n_positions
+    token_bar = torch.cat([torch.arange(2 * bars, device=segment_ids.device) // 2,
+                           torch.arange(n_tokens - 2 * bars, device=segment_ids.device) % bars])
+    return segment_ids[:, position_bar][:, :, None] == segment_ids[:, token_bar][:, None, :]
+
+
+class FeatureTokens(nn.Module):
+    """One token per bar from external features (CLIP frames, caption embeddings), with a null token."""
+
+    def __init__(self, features: int, token_dim: int, n: int):
+        super().__init__()
+        # LayerNorm first: CLIP and BERT vectors come at very different scales.
+        self.proj = nn.Sequential(nn.LayerNorm(features), nn.Linear(features, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim))
+        self.position = nn.Parameter(torch.zeros(n, token_dim))
+        self.null = nn.Parameter(torch.randn(n, token_dim) * 0.02)
+
+    def forward(self, features: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        """``features`` [B, n, features] -> tokens [B, n, token_dim]; ``drop`` [B] bool picks the null ones."""
+        tokens = self.proj(features) + self.position
+        if drop is not None:
+            tokens = torch.where(drop[:, None, None], self.null.expand_as(tokens), tokens)
+        return tokens
+
+
+class ConditionalUNet(nn.Module):
+    """What the 1D and 2D backbones share: embeddings, null tokens, the UNet skeleton and its loop.
+
+    Subclasses set ``res_block`` / ``attention_block`` / ``dims`` and turn inputs into the first
+    feature map and the last one back into logits [B, 2*88, T].
+    """
+
+    res_block: type[nn.Module]
+    attention_block: type[nn.Module]
+    dims: int
+
+    def __init__(self, config: UNetConfig, in_channels: int, out_channels: int):
+        super().__init__()
+        self.config = c = config
+        conv = nn.Conv1d if self.dims == 1 else nn.Conv2d
+        self.time_mlp = nn.Sequential(nn.Linear(128, c.time_dim), nn.SiLU(), nn.Linear(c.time_dim, c.time_dim))
+        self.token_proj = nn.Sequential(nn.Linear(c.token_features, c.token_dim), nn.SiLU(), nn.Linear(c.token_dim, c.token_dim))
+        self.token_position = nn.Parameter(torch.zeros(c.n_tokens, c.token_dim))
+        # Learned "no condition" tokens for classifier-free guidance (condition dropout in training).
+        self.null_tokens = nn.Parameter(torch.randn(c.n_tokens, c.token_dim) * 0.02)
+        # Video-conditioned models (paired.py) add a visual and a caption token per bar; None keeps
+        # the state dict of music-only checkpoints unchanged.
+        bars = c.n_tokens // 2
+        self.video_tokens = FeatureTokens(c.video_dim, c.token_dim, bars) if c.video_dim else None
+        self.text_tokens = FeatureTokens(c.text_dim, c.token_dim, bars) if c.text_dim else None
+        # ...and add those per-bar tokens to the first feature map too, so the music can follow the
+        # video bar by bar without learning it through attention alone (as the chord masks do).
+        streams = bool(c.video_dim) + bool(c.text_dim)
+        self.feature_in = nn.Linear(streams * c.token_dim, c.channels[0]) if streams else None
+        # ...and read them out as a per-bar bias on the output logits (temporal backbone): which
+        # pitches a bar of this video tends to use is learned directly, as the chord masks give it.
+        self.feature_out = nn.Linear(streams * c.token_dim, out_channels) if streams and self.dims == 1 else None
+        if self.feature_out is not None:
+            nn.init.zeros_(self.feature_out.weight)
+            nn.init.zeros_(self.feature_out.bias)
+        self.conv_in = conv(in_channels, c.channels[0], 3, padding=1)
+
+        def res(cin: int, cout: int) -> nn.Module:
+            return self.res_block(cin, cout, c.time_dim, c.groups)
+
+        def attention(ch: int) -> nn.Module:
+            return self.attention_block(ch, c.token_dim, c.heads, c.groups, c.ff_mult)
+
+        self.down = nn.ModuleList()
+        skips = [c.channels[0]]
+        width = c.channels[0]
+        for level, (ch, attn) in enumerate(zip(c.channels, c.attention)):
+            for _ in range(c.res_blocks):
+                self.down.append(res(width, ch))
+                width = ch
+                if attn:
+                    self.down.append(attention(ch))
+                skips.append(width)
+            if level < len(c.channels) - 1:
+                self.down.append(conv(width, width, 3, stride=2, padding=1))
+                skips.append(width)
+        self.mid = nn.ModuleList([res(width, width), attention(width), res(width, width)])
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(c.channels))):
+            ch, attn = c.channels[level], c.attention[level]
+            for _ in range(c.res_blocks + 1):
+                self.up.append(res(width + skips.pop(), ch))
+                width = ch
+                if attn:
+                    self.up.append(attention(ch))
+            if level > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                self.up.append(conv(width, width, 3, padding=1))
+        self.norm_out = nn.GroupNorm(c.groups, width)
+        self.conv_out = conv(width, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.constant_(self.conv_out.bias, -4.0)  # notes are rare: start from "mostly silent"
+
+    def encode_conditions(self, cond: ConditionBatch, drop_condition: torch.Tensor | None):
+        """Aligned channels and projected tokens, with dropped items set to the null condition."""
+        aligned, tokens = cond.aligned, self.token_proj(cond.tokens) + self.token_position
+        if drop_condition is not None:
+            aligned = aligned * (~drop_condition).float()[:, None, None]
+            tokens = torch.where(drop_condition[:, None, None], self.null_tokens.expand_as(tokens), tokens)
+        for stream, features, name in ((self.video_tokens, cond.video, "video"), (self.text_tokens, cond.text, "caption")):
+            if stream is not None:
+                if features is None:
+                    raise ModelError(f"this music model is conditioned on {name} features, and none were given")
+                tokens = torch.cat([tokens, stream(features, drop_condition)], dim=1)
+        return aligned, tokens
+
+    def per_bar(self, layer: nn.Module, tokens: torch.Tensor, steps: int) -> torch.Tensor:
+        """``layer`` applied to each bar's video/caption tokens, spread over its steps: [B, out, steps]."""
+        b, bars = tokens.shape[0], self.config.n_tokens // 2
+        extra = tokens[:, self.config.n_tokens :]  # the per-bar streams follow the n_tokens music tokens
+        per_bar = extra.view(b, -1, bars, extra.shape[2]).permute(0, 2, 1, 3).reshape(b, bars, -1)
+        return layer(per_bar).transpose(1, 2).repeat_interleave(steps // bars, dim=2)
+
+    def run_unet(self, h: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+        """Down, middle and up paths from the first feature map to the last (before ``conv_out``)."""
+        temb = self.time_mlp(timestep_embedding(t, 128))
+        if self.feature_in is not None:
+            added = self.per_bar(self.feature_in, tokens, h.shape[2])
+            h = h + (added if h.dim() == 3 else added[..., None])
+
+        def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if isinstance(layer, self.res_block):
+                return layer(h, temb)
+            if isinstance(layer, self.attention_block):
+                return layer(h, tokens, segment_ids)
+            return layer(h)
+
+        skips = [h]
+        for layer in self.down:
+            h = run(layer, h)
+            if isinstance(layer, self.attention_block):
+                skips[-1] = h
+            else:
+                skips.append(h)
+        for layer in self.mid:
+            h = run(layer, h)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], dim=1), temb) if isinstance(layer, self.res_block) else run(layer, h)
+        return F.silu(self.norm_out(h))
+
+
+class MusicUNet(ConditionalUNet):
+    """Temporal UNet: ``forward(x_t, t, cond) -> logits [B, 2*88, T]`` of the clean roll."""
+
+    res_block = ResBlock
+    attention_block = AttentionBlock
+    dims = 1
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        c = config
+        super().__init__(config, c.roll_channels + c.aligned_channels + c.context_channels, c.roll_channels)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: ConditionBatch,
+        drop_condition: torch.Tensor | None = None,
+        segment_aware: bool = True,
+    ) -> torch.Tensor:
+        """``x`` [B, 176, T] noisy roll in [-1, 1]; ``t`` [B] timesteps; returns logits [B, 176, T].
+
+        ``drop_condition`` [B] bool replaces those items' conditions by the null condition (the
+        unconditional branch of classifier-free guidance); the context (music to continue) stays.
+        ``segment_aware=False`` lets every position attend to every token (the "w/o SAC-Att" ablation).
+        """
+        aligned, tokens = self.encode_conditions(cond, drop_condition)
+        h = self.conv_in(torch.cat([x, aligned, cond.context], dim=1))
+        h = self.run_unet(h, t, tokens, cond.segment_ids if segment_aware else None)
+        out = self.conv_out(h)
+        return out if self.feature_out is None else out + self.per_bar(self.feature_out, tokens, out.shape[2])

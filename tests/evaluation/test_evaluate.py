@@ -1,0 +1,94 @@
+"""``bgmgen evaluate``: rows, metrics and baselines on the two bundled POP909 songs, with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bgmgen.cli import app
+from bgmgen.evaluation.evaluate import EvalOptions, chord_arpeggio, density_spearman, evaluate, random_in_key
+from bgmgen.evaluation.metrics import chord_accuracy, in_key_ratio, onset_counts_per_bar
+from bgmgen.music.conditioning import DENSITY_SCALE
+from bgmgen.music.harmony import Chord, Key
+
+
+def density_for(counts: list[int]) -> np.ndarray:
+    return np.log1p(np.array(counts, dtype=float)) / DENSITY_SCALE
+
+
+def test_random_in_key_plays_the_key_at_the_requested_density():
+    density = density_for([0, 4, 16, 8])
+    scale = Key.parse("D major").scale
+    roll = random_in_key(density, scale, np.random.default_rng(0))
+    assert in_key_ratio(roll, scale) == 1.0
+    counts = onset_counts_per_bar(roll)
+    assert counts[0] == 0 and counts[2] > counts[3] > counts[1] > 0
+
+
+def test_chord_arpeggio_plays_its_chords_and_follows_density():
+    chords = [Chord.parse(c) for c in ("C:maj", "C:maj", "A:min", "F:maj", "G:7", "G:7")]
+    roll = chord_arpeggio(density_for([4, 16, 10]), chords)
+    assert chord_accuracy(roll, chords) == 1.0
+    counts = onset_counts_per_bar(roll)
+    assert counts[1] > counts[2] > counts[0]
+
+
+def test_density_spearman_follows_the_ranks_of_the_bars():
+    counts = [1, 2, 3, 4, 6, 8, 12, 16]
+    rolls = np.zeros((1, 2, 128, 88), dtype=np.float32)
+    for bar, count in enumerate(counts):
+        rolls[0, 0, bar * 16 : bar * 16 + count, 40] = 1
+    assert density_spearman(density_for(counts)[None], rolls) == pytest.approx(1.0)
+    assert density_spearman(density_for(counts[::-1])[None], rolls) == pytest.approx(-1.0)
+
+
+def test_evaluate_rows_with_the_shipped_model(prepared):
+    rows = ("ground_truth", "model", "no_guidance", "random_in_key", "chord_arpeggio")
+    results = evaluate(EvalOptions(data=prepared, rows=rows, windows=6, si_pieces=0, batch_size=6))
+    assert all(math.isnan(values["si"]) for values in results.values())  # SI skipped
+    assert list(results) == list(rows)
+    truth, model = results["ground_truth"], results["model"]
+    assert truth["density_spearman"] > 0.99  # the requested density was measured on this very music
+    assert math.isnan(truth["seconds_per_8_bars"]) and model["seconds_per_8_bars"] > 0
+    assert results["chord_arpeggio"]["chord_acc"] == 1.0
+    assert results["random_in_key"]["in_key"] == 1.0
+    # The model follows the chords far better than random notes of the key, and follows the density.
+    assert model["chord_acc"] > results["random_in_key"]["chord_acc"] + 0.3
+    assert model["density_spearman"] > 0.3
+    assert 2.0 < model["pche"] < 3.5 and 0.3 < model["gps"] <= 1.0
+
+
+def test_cli_writes_the_json_table(prepared, tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(prepared), "--json", str(out), "--windows", "3",
+                                      "--si-pieces", "1", "--rows", "ground_truth,chord_arpeggio", "-q"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert set(document["rows"]) == {"ground_truth", "chord_arpeggio"}
+    assert set(document["rows"]["ground_truth"]) == {
+        "pche", "gps", "si", "chord_acc", "in_key", "density_spearman", "notes_per_8_bars", "seconds_per_8_bars"}
+    assert 0 < document["rows"]["ground_truth"]["si"] <= 1  # one 32-bar piece rendered and measured
+    assert "chord_arpeggio" in result.output
+
+
+def test_model_pieces_continue_window_after_window(prepared):
+    from bgmgen.evaluation.evaluate import load_test_windows, sample_pieces
+    from bgmgen.music.generate import MusicGenerator
+    from bgmgen.music.sampler import SamplerOptions
+
+    windows = load_test_windows(EvalOptions(data=prepared, windows=2, si_pieces=2))
+    assert len(windows.piece_starts) == 2  # one 32-bar piece from each song
+    pieces = sample_pieces(MusicGenerator.from_checkpoint(), windows, SamplerOptions(steps=4), seed=0)
+    assert pieces.shape == (2, 2, 32 * 16, 88)
+    notes_per_bar = pieces[:, 0].reshape(2, 32, -1).sum(axis=2)
+    assert (notes_per_bar[:, 24:].sum(axis=1) > 0).all()  # the last window was written too
+
+
+def test_cli_rejects_an_unknown_row_in_one_line(prepared):
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(prepared), "--rows", "model,magic", "-q"])
+    assert result.exit_code != 0
+    assert "unknown evaluation row(s) magic" in result.output
