@@ -22,7 +22,7 @@ from bgmgen.errors import BgmgenError
 from bgmgen.files import atomic_output
 from bgmgen.music.harmony import PITCH_NAMES, Chord
 from bgmgen.music.plan import Plan
-from bgmgen.music.roll import ONSET, PITCH_LOW, STEPS_PER_BEAT, SUSTAIN, notes_to_roll, roll_to_notes
+from bgmgen.music.roll import ONSET, PITCH_LOW, SUSTAIN, notes_to_roll, roll_to_notes
 
 log = logging.getLogger("bgmgen")
 
@@ -292,7 +292,6 @@ def _draw_roll(ax, plan: Plan, roll: np.ndarray) -> None:
     """The generated notes: onsets dark, sustained steps light; pitch range cut to the notes played."""
     from matplotlib.colors import ListedColormap
 
-    seconds_per_step = 60.0 / plan.tempo / STEPS_PER_BEAT  # step 0 starts at t = 0, as in midi.py
     n_steps, n_pitches = roll.shape[1], roll.shape[2]
     # The notes as midi.py reads them (a sustain with no onset before it plays nothing).
     notes = notes_to_roll(roll_to_notes(roll, threshold=0.5), n_steps)
@@ -304,7 +303,7 @@ def _draw_roll(ax, plan: Plan, roll: np.ndarray) -> None:
     low, high = (played[0], played[-1]) if played.size else (39, 51)  # C4 region when silent
     ax.imshow(
         image, origin="lower", aspect="auto", interpolation="nearest", cmap=ListedColormap(NOTE_COLOURS),
-        vmin=1, vmax=2, extent=(0, n_steps * seconds_per_step, PITCH_LOW - 0.5, PITCH_LOW + n_pitches - 0.5),
+        vmin=1, vmax=2, extent=(0, plan.step_time(n_steps), PITCH_LOW - 0.5, PITCH_LOW + n_pitches - 0.5),
     )  # fmt: skip
     c_notes = [p for p in range(PITCH_LOW, PITCH_LOW + n_pitches) if p % 12 == 0]
     ax.set_yticks(c_notes, [f"C{p // 12 - 1}" for p in c_notes])

@@ -18,7 +18,7 @@ import torch
 from bgmgen.music.checkpoint import ModelInfo, load_checkpoint
 from bgmgen.music.conditioning import WindowConditions, stack_windows
 from bgmgen.music.plan import Plan
-from bgmgen.music.roll import BARS_PER_WINDOW, N_PITCHES, STEPS_PER_BAR, WINDOW_STEPS
+from bgmgen.music.roll import BARS_PER_WINDOW, N_PITCHES, STEPS_PER_BAR, WINDOW_STEPS, GeneratedParts, split_top_line
 from bgmgen.music.sampler import SamplerOptions, sample_rolls
 from bgmgen.music.unet import MusicUNet
 from bgmgen.weights import default_checkpoint
@@ -94,3 +94,7 @@ class MusicGenerator:
             if progress:
                 progress((i + 1) / len(starts))
         return roll[:, : plan.n_bars * STEPS_PER_BAR]
+
+    def generate_parts(self, plan: Plan, seed: int = 0, progress: Callable[[float], None] | None = None) -> GeneratedParts:
+        """The music by part; this model writes one roll, whose top line is taken as the melody."""
+        return split_top_line(self.generate(plan, seed, progress))

@@ -14,13 +14,12 @@ import numpy as np
 
 from bgmgen.files import atomic_output
 from bgmgen.music.plan import Plan
-from bgmgen.music.roll import STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
+from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
 
 PIANO_PROGRAM = 0  # General MIDI Acoustic Grand Piano
 MIN_VELOCITY, MAX_VELOCITY = 40, 110
 BEAT_ACCENT = {0: 8, 2: 4}  # extra velocity on beat 1 and beat 3 of a bar
 MELODY_ACCENT, ACCOMPANIMENT_CUT = 10, 4  # top line louder, the notes under it softer
-MELODY_FLOOR = 60  # a top note below middle C is bass or chord, not a tune
 
 
 def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
@@ -56,16 +55,15 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
     import pretty_midi
 
-    seconds_per_step = 60.0 / plan.tempo / STEPS_PER_BEAT
     notes = balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1])))
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     piano = pretty_midi.Instrument(program=program, name="bgmgen piano")
     for note in notes:
-        start = note.start * seconds_per_step
+        start = plan.step_time(note.start)
         if start >= plan.duration:
             continue
-        end = note.end * seconds_per_step
+        end = plan.step_time(note.end)
         if note.start >= final_bar_start and _is_last_onset_of_pitch(note, notes):
             end = plan.duration  # let the closing chord ring to the end
         end = min(end, plan.duration)

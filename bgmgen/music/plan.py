@@ -22,6 +22,7 @@ from bgmgen.errors import BgmgenError, InputError
 from bgmgen.files import atomic_output
 from bgmgen.music.harmony import Chord, Key
 from bgmgen.music.progressions import HALF_BARS_PER_BAR, ProgressionBank
+from bgmgen.music.roll import STEPS_PER_BAR
 
 if TYPE_CHECKING:  # the plan reads analyses as data; it never runs the analysers
     from bgmgen.video.features import LearnedCues
@@ -107,6 +108,10 @@ class Plan:
     def bar_start(self, bar: int) -> float:
         """Time (s) of the bar line that starts ``bar``."""
         return bar * self.bar_duration
+
+    def step_time(self, step: int | np.ndarray) -> float | np.ndarray:
+        """Time (s) of a step of the 16-per-bar grid; every stage turns steps into seconds here."""
+        return step * (self.bar_duration / STEPS_PER_BAR)
 
     def segment_of_bar(self, bar: int) -> int:
         """Index of the segment holding ``bar``; raises IndexError outside 0..n_bars-1."""

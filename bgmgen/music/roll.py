@@ -18,6 +18,7 @@ WINDOW_STEPS = STEPS_PER_BAR * BARS_PER_WINDOW
 PITCH_LOW = 21  # A0: the 88 piano keys
 N_PITCHES = 88
 ONSET, SUSTAIN = 0, 1
+MELODY_FLOOR = 60  # middle C: a top note below it is bass or chord, not a tune
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,32 @@ def _as_array(notes: list[Note] | np.ndarray) -> np.ndarray:
     if isinstance(notes, np.ndarray):
         return notes.astype(np.int64, copy=False)
     return np.array([(n.start, n.end, n.pitch, n.velocity) for n in notes], dtype=np.int64).reshape(-1, 4)
+
+
+@dataclass
+class GeneratedParts:
+    """The music by part, each a roll ``[2, steps, N_PITCHES]`` on the same grid."""
+
+    melody: np.ndarray  # one voice: the tune
+    accompaniment: np.ndarray  # everything under it
+
+    def combined(self) -> np.ndarray:
+        """Both parts in one roll (a cell set in either part is set)."""
+        return np.maximum(self.melody, self.accompaniment)
+
+
+def split_top_line(roll: np.ndarray, floor: int = MELODY_FLOOR) -> GeneratedParts:
+    """Take the top line of a single-part roll as its melody: a note that is the highest sounding one
+    when it starts (and at least ``floor``) is melody, cut where the next melody note starts so the
+    line stays one voice; every other note is accompaniment. For models that write one part only."""
+    notes = roll_to_notes(roll)
+    n_steps = roll.shape[1]
+    highest = np.full(n_steps + 1, -1)
+    for n in notes:
+        highest[n.start : n.end] = np.maximum(highest[n.start : n.end], n.pitch)
+    tops = [n for n in notes if n.pitch >= floor and n.pitch == highest[n.start]]
+    tops = list({n.start: n for n in tops}.values())  # one note per onset step: the highest
+    rest = [n for n in notes if n not in set(tops)]
+    melody = [Note(n.start, min(n.end, nxt.start), n.pitch, n.velocity) for n, nxt in zip(tops, tops[1:])]
+    melody += tops[-1:]
+    return GeneratedParts(notes_to_roll(melody, n_steps), notes_to_roll(rest, n_steps))

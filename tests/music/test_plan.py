@@ -241,3 +241,9 @@ def test_load_errors(tmp_path):
 def test_key_label_round_trips():
     for text in ("A minor", "Eb major", "F# minor"):
         assert Key.parse(text).label == text
+
+
+def test_step_time_follows_the_bars(bank):
+    plan = make_plan(FakeAnalysis(12.0, cuts=[4.0, 8.0], tension=0.2), PlanOptions(), bank)
+    assert plan.step_time(16) == pytest.approx(plan.bar_start(1))
+    np.testing.assert_allclose(plan.step_time(np.array([0, 4, 32])), [0.0, plan.beat_duration, plan.bar_start(2)])

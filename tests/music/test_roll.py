@@ -77,3 +77,18 @@ def test_velocity_per_step_and_threshold():
     soft = roll * 0.4
     assert roll_to_notes(soft, threshold=0.5) == []
     assert len(roll_to_notes(soft, threshold=0.3)) == 2
+
+
+def test_split_top_line_keeps_one_voice_on_top():
+    from bgmgen.music.roll import split_top_line
+
+    chord = [Note(0, 16, 48, 80), Note(0, 16, 52, 80), Note(0, 16, 55, 80)]  # C major under the tune
+    tune = [Note(0, 8, 67, 80), Note(4, 8, 72, 80), Note(8, 16, 64, 80)]  # 72 starts while 67 still sounds
+    low_top = [Note(16, 20, 50, 80)]  # the highest note, but below middle C: not melody
+    parts = split_top_line(notes_to_roll(chord + tune + low_top, 24))
+    melody = roll_to_notes(parts.melody)
+    assert [(n.start, n.end, n.pitch) for n in melody] == [(0, 4, 67), (4, 8, 72), (8, 16, 64)]
+    assert {n.pitch for n in roll_to_notes(parts.accompaniment)} == {48, 52, 55, 50}
+    # One voice: never two melody notes at once.
+    assert (parts.melody[ONSET] + parts.melody[SUSTAIN]).sum(axis=1).max() == 1
+    np.testing.assert_array_equal(parts.combined()[ONSET] > 0, notes_to_roll(chord + tune + low_top, 24)[ONSET] > 0)
