@@ -227,7 +227,9 @@ def score_job(scorer, job: BatchJob) -> FileResult:
     """Score one job with a pipeline.Scorer; any failure becomes a failed FileResult (never raises Exception)."""
     start = time.perf_counter()
     try:
-        result = scorer.score(job.input, job.output)
+        stems_dir = scorer.options.stems_dir
+        # Each video's stems in a folder of its own, named after the video.
+        result = scorer.score(job.input, job.output, stems_dir=None if stems_dir is None else stems_dir / job.input.stem)
     except BgmgenError as exc:
         return FileResult(job.input, job.output, "failed", time.perf_counter() - start, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch

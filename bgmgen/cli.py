@@ -43,6 +43,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an exis
 WeightsDirOpt = Annotated[Optional[Path], typer.Option("--weights-dir", help="Folder with CLIP/BLIP/BERT weights (see `bgmgen models`).")]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also draw a timeline PNG here: frames, cuts, energy, segments, chords, notes.")]
 LoudnessOpt = Annotated[float, typer.Option("--loudness", help="Integrated loudness of the sound track, LUFS (EBU R128).")]
+StyleOpt = Annotated[Optional[str], typer.Option("--style", help="Style preset (see `bgmgen styles`; default: from the video's mood and pace).")]
+InstrumentsOpt = Annotated[Optional[str], typer.Option("--instruments", help="Instruments for single roles, e.g. melody=flute,bass=fingered-bass.")]
+StemsOpt = Annotated[Optional[Path], typer.Option("--stems", help="Also write one WAV per role (melody, accompaniment, bass, drums, pad) and the mix into this folder.")]
 
 
 def _version(value: bool) -> None:
@@ -128,9 +131,11 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, float], None]]:
 
 
 def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, checkpoint, detector,
-             soundfont=None, keep_audio=False, force=False, weights_dir=None, loudness=-16.0):
+             soundfont=None, keep_audio=False, force=False, weights_dir=None, loudness=-16.0,
+             style=None, instruments=None, stems=None):
     from bgmgen.music.plan import PlanOptions
     from bgmgen.music.sampler import SamplerOptions
+    from bgmgen.music.styles import get_style, parse_instruments
     from bgmgen.pipeline import ScoreOptions
     from bgmgen.sound.mux import MuxOptions
     from bgmgen.sound.render import RenderOptions
@@ -145,12 +150,18 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
         from bgmgen.music.plan import choose_key
 
         choose_key(PlanOptions(key=key), 0.5, None)  # a bad --key fails now, not after the analysis
+    tempo_range = {}
+    if style is not None:
+        chosen = get_style(style)  # a bad --style fails now too
+        style = chosen.name
+        tempo_range = {"min_tempo": chosen.tempo_range[0], "max_tempo": chosen.tempo_range[1]}
     return ScoreOptions(
-        plan=PlanOptions(tempo=tempo, key=key, seed=seed),
+        plan=PlanOptions(tempo=tempo, key=key, seed=seed, style=style, **tempo_range),
         sampler=SamplerOptions(sampler=sampler, steps=steps, guidance=guidance),
         render=RenderOptions(soundfont=soundfont, target_lufs=loudness),
         mux=MuxOptions(keep_audio=keep_audio, force=force, loudness=loudness),
         seed=seed, device=device, shot_detector=detector, checkpoint=checkpoint, plan_file=plan_file, weights_dir=weights_dir,
+        instruments=parse_instruments(instruments), stems_dir=stems,
     )
 
 
@@ -170,7 +181,8 @@ def score(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output video (default: NAME.scored.EXT beside the input).")] = None,
     keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Keep the original sound; the music ducks wherever it has speech or sound.")] = False,
     soundfont: Annotated[Optional[Path], typer.Option("--soundfont", help="SoundFont (.sf2/.sf3) to play the music with.")] = None,
-    report: ReportOpt = None, loudness: LoudnessOpt = -16.0,
+    report: ReportOpt = None, loudness: LoudnessOpt = -16.0, style: StyleOpt = None, instruments: InstrumentsOpt = None,
+    stems: StemsOpt = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
     plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
@@ -188,17 +200,21 @@ def score(
         check_output_path(video, output, force)  # before the model loads
         if report is not None:
             check_report_path(video, report, force)
+        if stems is not None:
+            from bgmgen.pipeline import check_stems_dir
+
+            check_stems_dir(stems, force)
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector,
-                           soundfont, keep_audio, force, weights_dir, loudness)
+                           soundfont, keep_audio, force, weights_dir, loudness, style, instruments, stems)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
             result = scorer.score(video, output, progress)
         if report is not None:
-            draw_report(result.plan, video, result.roll, report)
+            draw_report(result.plan, video, result.roll, report, parts=result.parts)
         if not quiet:
             p = result.plan
             _print_analysers(p)
-            err.print(f"{p.n_bars} bars at {p.tempo:.1f} BPM in {p.key}, {len(p.segments)} segments, {result.n_notes} notes; "
+            err.print(f"{p.style} style, {p.n_bars} bars at {p.tempo:.1f} BPM in {p.key}, {len(p.segments)} segments, {result.n_notes} notes; "
                       f"cuts off bar lines by {p.cut_alignment_error:.2f} s on average", highlight=False, soft_wrap=True)
         typer.echo(str(result.output))
 
@@ -207,12 +223,13 @@ def score(
 def midi(
     video: Annotated[Path, typer.Argument(help="The video to write music for.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="MIDI file (default: NAME.mid beside the input).")] = None,
+    style: StyleOpt = None, instruments: InstrumentsOpt = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
     plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Write the music for VIDEO as a MIDI file."""
+    """Write the music for VIDEO as a MIDI file, one named track per role (melody, accompaniment, bass, drums, pad)."""
     with _cli_errors(debug):
         from bgmgen.pipeline import Scorer
         from bgmgen.sound.mux import check_output_path
@@ -221,7 +238,7 @@ def midi(
         output = output or video.with_suffix(".mid")
         check_output_path(video, output, force, video=False)  # before the model loads
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector, force=force,
-                           weights_dir=weights_dir)
+                           weights_dir=weights_dir, style=style, instruments=instruments)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
             result = scorer.midi(video, output, progress)
@@ -234,7 +251,7 @@ def plan_command(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan JSON (default: NAME.plan.json beside the input).")] = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
     shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None, report: ReportOpt = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False,
+    style: StyleOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Write the musical plan (tempo, segments, key, chords, captions, levels) as editable JSON."""
     with _cli_errors(debug):
@@ -247,7 +264,8 @@ def plan_command(
         check_output_path(video, output, force, video=False)
         if report is not None:
             check_report_path(video, report, force)
-        options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector, weights_dir=weights_dir)
+        options = _options(seed, device, tempo, key, None, 5.0, 20, "dpm", None, shot_detector, weights_dir=weights_dir,
+                           style=style)
         with _progress(quiet) as progress:
             result = plan_only(video, options, progress)
         result.save(output)
@@ -266,7 +284,8 @@ def batch(
     ray: Annotated[Optional[str], typer.Option("--ray", help='Run on the Ray cluster at ADDRESS, or "local" for a private one.')] = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write every file's status, timings and error here.")] = None,
     keep_audio: Annotated[bool, typer.Option("--keep-audio", help="Keep the original sound; the music ducks wherever it has speech or sound.")] = False,
-    loudness: LoudnessOpt = -16.0,
+    loudness: LoudnessOpt = -16.0, style: StyleOpt = None, instruments: InstrumentsOpt = None,
+    stems: Annotated[Optional[Path], typer.Option("--stems", help="Also write each video's stems (one WAV per role and the mix) into DIR/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Redo outputs that exist (default: skip them).")] = False,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20,
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
@@ -283,7 +302,10 @@ def batch(
         if report_json is not None and report_json.is_dir():
             raise BgmgenError(f"--report-json is a folder: {report_json}")  # found now, not after the batch
         options = _options(seed, device, None, None, None, guidance, steps, "dpm", checkpoint, shot_detector,
-                           keep_audio=keep_audio, force=force, weights_dir=weights_dir, loudness=loudness)
+                           keep_audio=keep_audio, force=force, weights_dir=weights_dir, loudness=loudness,
+                           style=style, instruments=instruments, stems=stems)
+        if stems is not None and not stems.is_dir():
+            raise BgmgenError(f"--stems folder does not exist: {stems}")
         jobs = find_jobs(folder, output_dir)
         if not jobs:
             raise InputError(f"{folder}: no videos found")
@@ -331,6 +353,23 @@ def _print_batch_table(report, folder: Path) -> None:
     err.print(f"{report.count('scored')} scored, {report.count('skipped')} skipped, {report.count('failed')} failed "
               f"in {report.seconds:.1f} s ({report.runner}, {report.workers} worker{'s' * (report.workers > 1)})",
               highlight=False)  # fmt: skip
+
+
+@app.command()
+def styles() -> None:
+    """List the style presets: instruments per role, groove, tempo and density ranges."""
+    from rich.table import Table
+
+    from bgmgen.music.styles import PITCHED_ROLES, STYLES, program_name
+
+    table = Table("style", *PITCHED_ROLES, "drums", "tempo", "density", title="bgmgen styles", title_justify="left")
+    for style in STYLES.values():
+        programs = [program_name(p) if p is not None else "-" for p in (style.programs.get(r) for r in PITCHED_ROLES)]
+        table.add_row(f"[bold]{style.name}[/]", *programs, style.groove if style.has_drums else "-",
+                      f"{style.tempo_range[0]:g}-{style.tempo_range[1]:g} BPM",
+                      f"{style.density_range[0]:g}-{style.density_range[1]:g}")  # fmt: skip
+    Console(width=max(Console().width, 150)).print(table)  # a table too narrow for the names helps nobody
+    typer.echo("Set one with --style NAME, or edit \"style\" in a plan; override roles with --instruments melody=flute.")
 
 
 @app.command()

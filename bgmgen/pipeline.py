@@ -3,9 +3,10 @@
     info     = video.probe(path)                      # fail fast on broken input
     analysis = visual.analyze_video(path)             # frames, shot cuts (TransNetV2), motion, light
     plan     = plan.make_plan(analysis, options)      # tempo, bars, segments, key, chords, levels
-    roll     = MusicGenerator.generate(plan, seed)    # diffusion, window by window
-    midi     = midi.write_midi(roll, plan, path)      # pretty_midi
-    wav      = audio.render(midi, duration)           # FluidSynth, trimmed and normalised
+    parts    = MusicGenerator.generate_parts(plan)    # diffusion, window by window: melody + accompaniment
+    band     = arrange.arrange(plan, parts, style)    # + bass, drums, pad in the plan's style
+    midi     = midi.write_arrangement(band, plan)     # pretty_midi, one track per role
+    wav      = render.render(midi, duration)          # FluidSynth, trimmed and normalised (or render_stems)
     output   = mux.mux(video, wav, output)            # ffmpeg, video copied
 
 Every stage reports progress through ``progress(stage, fraction)``; the library never prints.
@@ -23,11 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.errors import BgmgenError
-from bgmgen.music.midi import write_midi
+from bgmgen.files import new_partial
+from bgmgen.errors import OutputError
+from bgmgen.music.arrange import Arrangement, arrange
+from bgmgen.music.midi import write_arrangement
 from bgmgen.music.plan import Plan, PlanOptions, make_plan
+from bgmgen.music.roll import GeneratedParts
+from bgmgen.music.styles import ROLES, Style, get_style
 from bgmgen.music.sampler import SamplerOptions
 from bgmgen.sound.mux import MuxOptions, check_output_path, mux
-from bgmgen.sound.render import RenderOptions, render
+from bgmgen.sound.render import RenderOptions, render, render_stems
+from bgmgen.sound.speech import melody_expression, voice_spans
 from bgmgen.video.decode import VideoInfo, probe
 from bgmgen.video.features import FeatureModels
 
@@ -52,6 +59,8 @@ class ScoreOptions:
     plan_file: Path | None = None  # use this (edited) plan instead of making one
     weights_dir: Path | None = None  # CLIP/BLIP/BERT weights, searched before $BGMGEN_MODELS and the HF cache
     learned_features: bool = True  # use CLIP/BLIP when their weights are found (never downloads)
+    instruments: dict[str, int] = field(default_factory=dict)  # GM program per role, over the style's
+    stems_dir: Path | None = None  # also write one WAV per role and the mix here (score)
 
 
 @dataclass
@@ -60,7 +69,10 @@ class ScoreResult:
     plan: Plan
     n_notes: int
     seconds: dict[str, float]  # wall time per stage
-    roll: np.ndarray | None = None  # the generated piano roll [2, steps, 88], for `report.draw_report`
+    roll: np.ndarray | None = None  # the generated piano roll [2, steps, 88] (both parts), for `report.draw_report`
+    parts: GeneratedParts | None = None  # the generated melody and accompaniment
+    arrangement: Arrangement | None = None  # the whole band as written to MIDI
+    stems: dict[str, Path] = field(default_factory=dict)  # role (and "mix") -> WAV, with ScoreOptions.stems_dir
 
 
 def resolve_device(device: str) -> str:
@@ -87,9 +99,17 @@ class Scorer:
         self.generator = MusicGenerator.from_checkpoint(options.checkpoint, self.device, options.sampler)
         self.feature_models = FeatureModels()  # CLIP/BLIP/BERT, loaded on first use, kept for the next video
 
-    def compose(self, plan: Plan, progress: Progress | None = None) -> np.ndarray:
+    def compose(self, plan: Plan, progress: Progress | None = None) -> GeneratedParts:
         report = progress or (lambda stage, fraction: None)
-        return self.generator.generate(plan, self.options.seed, progress=lambda f: report("compose", f))
+        return self.generator.generate_parts(plan, self.options.seed, progress=lambda f: report("compose", f))
+
+    def style(self, plan: Plan) -> Style:
+        """The plan's style with the user's instrument overrides."""
+        return get_style(plan.style).with_instruments(self.options.instruments)
+
+    def arrange(self, plan: Plan, parts: GeneratedParts, hit_steps: list[int] | tuple[int, ...] = ()) -> Arrangement:
+        """The band for the plan; ``hit_steps`` (steps of hard cuts) get a crash and a bass root."""
+        return arrange(plan, parts, self.style(plan), self.options.seed, hit_steps)
 
     def midi(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
         """Write the music for ``video`` as a MIDI file at ``output``."""
@@ -98,32 +118,91 @@ class Scorer:
         seconds: dict[str, float] = {}
         plan = plan_for(video, probe(video), self.options, self.device, report, seconds, self.feature_models)
         start = time.perf_counter()
-        roll = self.compose(plan, report)
+        parts = self.compose(plan, report)
+        band = self.arrange(plan, parts)
         seconds["compose"] = time.perf_counter() - start
-        write_midi(roll, plan, output)
-        return ScoreResult(output, plan, int(roll[0].sum()), seconds, roll)
+        write_arrangement(band, plan, output, self.options.seed)
+        return ScoreResult(output, plan, _n_notes(band), seconds, parts.combined(), parts, band)
 
-    def score(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
-        """Write ``output``: ``video`` with new music as its sound track."""
+    def score(self, video: Path, output: Path, progress: Progress | None = None, stems_dir: Path | None = None) -> ScoreResult:
+        """Write ``output``: ``video`` with new music as its sound track; with ``stems_dir`` (default:
+        ``options.stems_dir``) also one WAV per role and the mix there."""
+        stems_dir = stems_dir if stems_dir is not None else self.options.stems_dir
         report = progress or (lambda stage, fraction: None)
         info = probe(video)
         check_output_path(video, output, self.options.mux.force)
         seconds: dict[str, float] = {}
         plan = plan_for(video, info, self.options, self.device, report, seconds, self.feature_models)
         start = time.perf_counter()
-        roll = self.compose(plan, report)
+        parts = self.compose(plan, report)
+        band = self.arrange(plan, parts)
         seconds["compose"] = time.perf_counter() - start
+        stems: dict[str, Path] = {}
         with tempfile.TemporaryDirectory(prefix="bgmgen-") as tmp:
             start = time.perf_counter()
-            midi_path = write_midi(roll, plan, Path(tmp) / "music.mid")
-            wav = render(midi_path, Path(tmp) / "music.wav", info.duration, self.options.render)
+            expression = {}
+            if self.options.mux.keep_audio and info.has_audio:
+                # The melody steps back where the original has a voice; the whole music still ducks in mux.
+                expression["melody"] = melody_expression(voice_spans(video, info.duration), info.duration)
+            seed = self.options.seed
+            if stems_dir is None:
+                midi_path = write_arrangement(band, plan, Path(tmp) / "music.mid", seed, expression=expression)
+                wav = render(midi_path, Path(tmp) / "music.wav", info.duration, self.options.render)
+            else:
+                midis = {
+                    role: write_arrangement(band, plan, Path(tmp) / f"{role}.mid", seed, [role], expression)
+                    if part.notes else None
+                    for role, part in band.parts.items()
+                }
+                stems_dir = prepare_stems_dir(stems_dir, self.options.mux.force)
+                stems = render_stems(midis, stems_dir, stems_dir / "mix.wav", info.duration, self.options.render)
+                wav = stems["mix"]
             seconds["render"] = time.perf_counter() - start
             report("render", 1.0)
             start = time.perf_counter()
             mux(video, wav, output, info.duration, info.has_audio, self.options.mux, progress=lambda f: report("mux", f))
             seconds["mux"] = time.perf_counter() - start
             report("mux", 1.0)
-        return ScoreResult(output, plan, int(roll[0].sum()), seconds, roll)
+        return ScoreResult(output, plan, _n_notes(band), seconds, parts.combined(), parts, band, stems)
+
+
+def _n_notes(band: Arrangement) -> int:
+    return sum(len(part.notes) for part in band.parts.values())
+
+
+def stems_files(folder: Path) -> list[Path]:
+    """The files ``--stems`` writes in ``folder``: one WAV per role and the mix."""
+    return [Path(folder) / f"{name}.wav" for name in (*ROLES, "mix")]
+
+
+def check_stems_dir(folder: Path, force: bool) -> None:
+    """Refuse a stems folder that cannot be written, before any heavy work: its parent must exist (the folder
+    itself is made), and without ``force`` none of the stem files may exist yet."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--stems must name a folder, not a file: {folder}")
+    parent = folder if folder.is_dir() else folder.parent
+    if not parent.is_dir():
+        raise OutputError(f"stems folder's parent does not exist: {parent}")
+    if not force:
+        for path in stems_files(folder):
+            if path.exists():
+                raise OutputError(f"stem exists (use --force to overwrite): {path}")
+    if folder.is_dir():
+        try:
+            new_partial(folder / "mix.wav").unlink()
+        except (OSError, OutputError):
+            raise OutputError(f"stems folder is not writable: {folder}") from None
+
+
+def prepare_stems_dir(folder: Path, force: bool) -> Path:
+    """Check the stems folder again (things may have changed during the run) and make it."""
+    check_stems_dir(folder, force)
+    try:
+        Path(folder).mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make the stems folder {folder}: {e.strerror or e}") from None
+    return Path(folder)
 
 
 def plan_for(
@@ -137,6 +216,8 @@ def plan_for(
     start = time.perf_counter()
     if options.plan_file is not None:
         plan = Plan.load(options.plan_file)
+        if options.plan.style is not None:  # --style wins over the plan file's
+            plan.style = get_style(options.plan.style).name
         if abs(plan.duration - info.duration) > 0.5:
             raise BgmgenError(
                 f"plan {options.plan_file} was made for a {plan.duration:.2f} s video; this one lasts {info.duration:.2f} s"

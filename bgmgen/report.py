@@ -37,7 +37,8 @@ CUT_COLOUR = "#e0102a"  # the cut markers; nothing else in the report uses this 
 ENERGY_COLOUR = "#f28e2b"
 DENSITY_COLOUR = "#4e79a7"
 PICTURE_COLOUR = "#9c9c9c"
-NOTE_COLOURS = ("#9fb7d6", "#1f3d7a")  # sustained step, onset
+NOTE_COLOURS = ("#9fb7d6", "#1f3d7a")  # sustained step, onset (the accompaniment, or all notes)
+MELODY_COLOURS = ("#f5c48f", "#c85a00")  # sustained step, onset of the melody, drawn over the accompaniment
 SEGMENT_COLOURS = ("#cfe3f6", "#fde0c5", "#d5ecd4", "#eed9f2", "#fbf3c4", "#d9e2e3")
 CHORD_SUFFIX = {
     "maj": "", "min": "m", "dim": "dim", "aug": "+", "sus2": "sus2", "sus4": "sus4", "maj6": "6",
@@ -103,10 +104,12 @@ def draw_report(
     *,
     analysis: Any = None,
     title: str | None = None,
+    parts: Any = None,
 ) -> ReportLayout:
     """Draw the timeline of ``plan`` (and ``roll``, the generated [2, steps, 88] piano roll) as a PNG.
 
-    ``video`` supplies the strip of frames (None: no strip is filled). ``analysis``, a
+    ``parts`` (a GeneratedParts) draws the melody and the accompaniment in their own colours instead of
+    ``roll`` in one. ``video`` supplies the strip of frames (None: no strip is filled). ``analysis``, a
     VideoAnalysis, adds the picture's per-frame energy under the plan's per-bar curves. The PNG is
     written atomically to ``output``. Returns its geometry. Raises BgmgenError if matplotlib is
     missing, InputError if ``video`` cannot be probed (a frame ffmpeg cannot seek to stays blank), OutputError if ``output`` cannot be written.
@@ -136,8 +139,10 @@ def draw_report(
     _draw_levels(axes["levels"], plan, analysis)
     _draw_segments(axes["segments"], plan, renderer)
     _draw_chords(axes["chords"], plan, renderer)
-    if roll is not None:
-        _draw_roll(axes["roll"], plan, roll)
+    if parts is not None:
+        _draw_roll(axes["roll"], plan, [(parts.accompaniment, NOTE_COLOURS, "accompaniment"), (parts.melody, MELODY_COLOURS, "melody")])
+    elif roll is not None:
+        _draw_roll(axes["roll"], plan, [(roll, NOTE_COLOURS, None)])
     for ax in axes.values():
         for cut in plan.cuts:
             ax.axvline(cut, color=CUT_COLOUR, linewidth=1.6, zorder=10)
@@ -288,23 +293,33 @@ def _draw_chords(ax, plan: Plan, renderer) -> None:
             free_from = text.get_window_extent(renderer).x1 + LABEL_GAP_PX
 
 
-def _draw_roll(ax, plan: Plan, roll: np.ndarray) -> None:
-    """The generated notes: onsets dark, sustained steps light; pitch range cut to the notes played."""
+def _draw_roll(ax, plan: Plan, layers: list[tuple[np.ndarray, tuple[str, str], str | None]]) -> None:
+    """The generated notes, one layer per part (later layers on top), each in its colours: onsets dark,
+    sustained steps light; pitch range cut to the notes played; a legend when the layers are named."""
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
-    n_steps, n_pitches = roll.shape[1], roll.shape[2]
-    # The notes as midi.py reads them (a sustain with no onset before it plays nothing).
-    notes = notes_to_roll(roll_to_notes(roll, threshold=0.5), n_steps)
-    image = np.zeros((n_pitches, n_steps))
-    image[notes[SUSTAIN].T > 0] = 1
-    image[notes[ONSET].T > 0] = 2
-    played = np.flatnonzero(image.any(axis=1))
-    image = np.ma.masked_equal(image, 0)  # empty cells stay transparent over the grid
+    played_any = np.zeros(0, dtype=int)
+    n_steps = n_pitches = 0
+    for roll, colours, _ in layers:
+        n_steps, n_pitches = roll.shape[1], roll.shape[2]
+        # The notes as midi.py reads them (a sustain with no onset before it plays nothing).
+        notes = notes_to_roll(roll_to_notes(roll, threshold=0.5), n_steps)
+        image = np.zeros((n_pitches, n_steps))
+        image[notes[SUSTAIN].T > 0] = 1
+        image[notes[ONSET].T > 0] = 2
+        played_any = np.union1d(played_any, np.flatnonzero(image.any(axis=1)))
+        image = np.ma.masked_equal(image, 0)  # empty cells stay transparent over the grid
+        ax.imshow(
+            image, origin="lower", aspect="auto", interpolation="nearest", cmap=ListedColormap(colours),
+            vmin=1, vmax=2, extent=(0, plan.step_time(n_steps), PITCH_LOW - 0.5, PITCH_LOW + n_pitches - 0.5),
+        )  # fmt: skip
+    played = played_any
     low, high = (played[0], played[-1]) if played.size else (39, 51)  # C4 region when silent
-    ax.imshow(
-        image, origin="lower", aspect="auto", interpolation="nearest", cmap=ListedColormap(NOTE_COLOURS),
-        vmin=1, vmax=2, extent=(0, plan.step_time(n_steps), PITCH_LOW - 0.5, PITCH_LOW + n_pitches - 0.5),
-    )  # fmt: skip
+    named = [(colours, label) for _, colours, label in layers if label]
+    if named:
+        ax.legend(handles=[Patch(color=c[1], label=label) for c, label in named[::-1]], loc="upper right",
+                  fontsize=8, framealpha=0.8)  # fmt: skip
     c_notes = [p for p in range(PITCH_LOW, PITCH_LOW + n_pitches) if p % 12 == 0]
     ax.set_yticks(c_notes, [f"C{p // 12 - 1}" for p in c_notes])
     # After the ticks: setting ticks widens the view to hold them all.

@@ -4,6 +4,13 @@ Timing comes from the plan's tempo (16 steps per 4/4 bar); velocity follows the 
 energy with a light accent on strong beats, and the top line is played over the accompaniment
 (listening found the tune buried in the chords when every note had the same weight); notes are cut at the video's end, and the notes of the
 final bar ring on to it so the piece ends on its cadence instead of stopping mid-phrase.
+
+``arrangement_to_midi`` writes a whole band (``bgmgen.music.arrange``): one named track per role
+(``melody``, ``accompaniment``, ``bass``, ``drums`` on the GM percussion channel 10, ``pad``), each
+with its program, level (CC7), pan (CC10), reverb (CC91) and chorus (CC93) sends, plus tempo, key and
+time-signature meta events so it opens cleanly in a DAW. Timing and velocity get a small seeded
+humanisation (a few milliseconds, a few velocity steps); swung styles delay the off-beat sixteenths.
+``expression`` automates a role's CC11 (the melody stepping back under speech).
 """
 
 from __future__ import annotations
@@ -13,13 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.files import atomic_output
+from bgmgen.music.arrange import Arrangement, Part
 from bgmgen.music.plan import Plan
 from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
+from bgmgen.music.styles import ROLES
 
 PIANO_PROGRAM = 0  # General MIDI Acoustic Grand Piano
 MIN_VELOCITY, MAX_VELOCITY = 40, 110
 BEAT_ACCENT = {0: 8, 2: 4}  # extra velocity on beat 1 and beat 3 of a bar
 MELODY_ACCENT, ACCOMPANIMENT_CUT = 10, 4  # top line louder, the notes under it softer
+TIMING_SPREAD = 0.006  # s, standard deviation of the humanised onset times (cut at twice that)
+VELOCITY_SPREAD = 3.0  # standard deviation of the humanised velocities (cut at twice that)
+MIN_NOTE = 0.02  # s: shorter notes (cut by the video's end) are dropped
+CC_VOLUME, CC_PAN, CC_EXPRESSION, CC_REVERB, CC_CHORUS = 7, 10, 11, 91, 93
 
 
 def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
@@ -81,6 +94,87 @@ def _is_last_onset_of_pitch(note: Note, notes: list[Note]) -> bool:
 def write_midi(roll: np.ndarray, plan: Plan, path: Path) -> Path:
     """Write the MIDI atomically (temporary file, then rename)."""
     midi = roll_to_midi(roll, plan)
+    with atomic_output(path) as tmp:
+        midi.write(str(tmp))
+    return path
+
+
+def arrangement_to_midi(
+    arrangement: Arrangement, plan: Plan, seed: int = 0, roles: list[str] | None = None,
+    expression: dict[str, list[tuple[float, int]]] | None = None,
+):
+    """A ``pretty_midi.PrettyMIDI`` with one named track per role of ``arrangement`` (or only ``roles``).
+
+    Every track is written, also one with no notes (the drums of a calm style), so each role has its
+    place in a DAW. ``expression`` maps a role to CC11 changes ``(time s, value 0..127)``. The
+    humanisation is drawn from ``seed`` and each role's own stream, so leaving roles out (stems) changes
+    nothing in the others.
+    """
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
+    midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+    key = plan.key_object()
+    midi.key_signature_changes.append(pretty_midi.KeySignature(key.tonic + (12 if key.mode == "minor" else 0), 0.0))
+    final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
+    style = arrangement.style
+    for index, role in enumerate(ROLES):
+        part = arrangement.parts.get(role)
+        if part is None or (roles is not None and role not in roles):
+            continue
+        rng = np.random.default_rng([seed, 20, index])
+        track = pretty_midi.Instrument(program=part.program, is_drum=part.is_drum, name=role)
+        mix = style.mix_of(role)
+        for number, value in ((CC_VOLUME, mix.level), (CC_PAN, mix.pan), (CC_REVERB, mix.reverb),
+                              (CC_CHORUS, mix.chorus), (CC_EXPRESSION, 127)):  # fmt: skip
+            track.control_changes.append(pretty_midi.ControlChange(number, int(value), 0.0))
+        for time, value in (expression or {}).get(role, []):
+            track.control_changes.append(pretty_midi.ControlChange(CC_EXPRESSION, int(np.clip(value, 0, 127)), float(time)))
+        track.notes.extend(_timed_notes(part, plan, style.swing, final_bar_start, rng))
+        midi.instruments.append(track)
+    return midi
+
+
+def _timed_notes(part: Part, plan: Plan, swing: float, final_bar_start: int, rng: np.random.Generator) -> list:
+    """The part's notes in seconds: swung, humanised, cut at the video's end; the last chord rings on."""
+    import pretty_midi
+
+    notes = part.notes
+    jitter = np.clip(rng.normal(0.0, TIMING_SPREAD, len(notes)), -2 * TIMING_SPREAD, 2 * TIMING_SPREAD)
+    push = np.clip(rng.normal(0.0, VELOCITY_SPREAD, len(notes)), -2 * VELOCITY_SPREAD, 2 * VELOCITY_SPREAD)
+    last_onset: dict[int, int] = {}
+    for n in notes:
+        last_onset[n.pitch] = max(last_onset.get(n.pitch, -1), n.start)
+    timed = []
+    for n, dt, dv in zip(notes, jitter, push):
+        start = _swung_time(plan, n.start, swing) + (float(dt) if n.start > 0 else 0.0)
+        if start >= plan.duration:
+            continue
+        end = _swung_time(plan, n.end, swing) if not part.is_drum else start + 0.1
+        if not part.is_drum and n.start >= final_bar_start and last_onset[n.pitch] == n.start:
+            end = plan.duration  # let the closing chord ring to the end
+        end = min(end, plan.duration)
+        if end - start < MIN_NOTE:
+            continue
+        velocity = int(np.clip(round(n.velocity + float(dv)), 1, 127))
+        timed.append(pretty_midi.Note(velocity=velocity, pitch=n.pitch, start=max(0.0, start), end=end))
+    return timed
+
+
+def _swung_time(plan: Plan, step: int, swing: float) -> float:
+    """Seconds of ``step``; with swing the odd sixteenths move up to a third of a step later (triplet feel)."""
+    time = float(plan.step_time(step))
+    if swing and step % 2 == 1:
+        time += swing * (float(plan.step_time(step + 1)) - time) / 3.0
+    return time
+
+
+def write_arrangement(
+    arrangement: Arrangement, plan: Plan, path: Path, seed: int = 0, roles: list[str] | None = None,
+    expression: dict[str, list[tuple[float, int]]] | None = None,
+) -> Path:
+    """Write the arrangement's MIDI (all roles, or only ``roles``) atomically."""
+    midi = arrangement_to_midi(arrangement, plan, seed, roles, expression)
     with atomic_output(path) as tmp:
         midi.write(str(tmp))
     return path

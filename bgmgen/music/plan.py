@@ -23,6 +23,7 @@ from bgmgen.files import atomic_output
 from bgmgen.music.harmony import Chord, Key
 from bgmgen.music.progressions import HALF_BARS_PER_BAR, ProgressionBank
 from bgmgen.music.roll import STEPS_PER_BAR
+from bgmgen.music.styles import STYLES, default_style
 
 if TYPE_CHECKING:  # the plan reads analyses as data; it never runs the analysers
     from bgmgen.video.features import LearnedCues
@@ -74,6 +75,7 @@ class PlanOptions:
     seed: int = 0  # drives the key's tonic and the chord draws
     min_tempo: float = 70.0  # BPM range searched when the tempo is not given
     max_tempo: float = 140.0
+    style: str | None = None  # a preset in bgmgen.music.styles; None = from the video's mood and pace
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Plan:
     captions: list[str] = field(default_factory=list)  # per segment (BLIP, when found); editable
     clip_mood: dict[str, float] = field(default_factory=dict)  # CLIP zero-shot scores ({} without CLIP)
     analysers: list[str] = field(default_factory=list)  # what analysed the video, e.g. ["embedded-signals", "clip"]
+    style: str = ""  # preset the music is arranged in (bgmgen.music.styles); "" = chosen from the mood and tempo
     version: int = PLAN_VERSION
 
     @property
@@ -133,6 +136,7 @@ class Plan:
             "tempo": self.tempo,
             "n_bars": self.n_bars,
             "key": self.key,
+            "style": self.style,
             "seed": self.seed,
             "mood": dict(self.mood),
             "cuts": list(self.cuts),
@@ -168,12 +172,15 @@ class Plan:
                 captions=[str(c) for c in data.get("captions", [])],
                 clip_mood={str(k): float(v) for k, v in data.get("clip_mood", {}).items()},
                 analysers=[str(a) for a in data.get("analysers", [])],
+                style=str(data.get("style", "")),
                 version=int(data.get("version", PLAN_VERSION)),
             )
         except KeyError as exc:
             raise BgmgenError(f"plan is missing the field {exc.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise BgmgenError(f"plan has a field of the wrong type: {exc}") from None
+        if not plan.style:  # plans written before styles existed
+            plan.style = default_style(plan.mood.get("tension", 0.5), plan.mood.get("brightness", 0.5), plan.tempo)
         plan.validate()
         return plan
 
@@ -222,6 +229,8 @@ class Plan:
             expected_start = segment.end_bar
         if expected_start != self.n_bars:
             raise BgmgenError(f"plan segments cover bars 0..{expected_start}, not 0..{self.n_bars}")
+        if self.style and self.style not in STYLES:
+            raise BgmgenError(f"plan style {self.style!r} is not a style (choose one of {', '.join(STYLES)})")
         if self.captions and len(self.captions) != len(self.segments):
             raise BgmgenError(f"plan has {len(self.captions)} captions for {len(self.segments)} segments")
 
@@ -481,6 +490,7 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         seed=options.seed,
         clip_mood=clip_mood,
         analysers=[str(a) for a in getattr(analysis, "analysers", [])],
+        style=options.style if options.style is not None else default_style(tension, brightness, tempo),
     )
     if cues.captions:
         spans = [(plan.bar_start(s.start_bar), min(plan.bar_start(s.end_bar), duration)) for s in segments]

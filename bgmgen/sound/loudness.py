@@ -119,19 +119,53 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     return loudness_of(blocks(array_reader(audio), len(audio)), len(audio), sample_rate)
 
 
-def _limit_block(audio: np.ndarray, sample_rate: int, ceiling: float) -> np.ndarray:
-    """The limiter on one array: minimum filter of the needed gain, then a moving average half as wide."""
+def _limiter_gain(audio: np.ndarray, sample_rate: int, ceiling: float) -> np.ndarray | None:
+    """The limiter's gain per frame of one array (None where nothing needs limiting): minimum filter of the
+    needed gain, then a moving average half as wide."""
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
     peak = np.abs(audio).max(axis=1)
     need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
     if need.min() >= 1.0:
-        return audio
+        return None
     half = max(1, int(round(LIMITER_RAMP_S * sample_rate)))
     gain = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=2 * (half // 2) + 1, mode="nearest")
+    return uniform_filter1d(gain, size=2 * (half // 2) + 1, mode="nearest")
+
+
+def _limit_block(audio: np.ndarray, sample_rate: int, ceiling: float) -> np.ndarray:
+    """The limiter on one array."""
+    gain = _limiter_gain(audio, sample_rate, ceiling)
+    if gain is None:
+        return audio
     # The running-sum average may overshoot by rounding: clip as a last guard.
     return np.clip(audio * gain[:, None], -ceiling, ceiling)
+
+
+def limited_stems(
+    reads: list[Reader], n: int, sample_rate: int, gain: float, ceiling: float
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """The sum of several tracks (stems) times ``gain``, peak-limited to ``ceiling``, and each stem with the
+    very same gain and limiter envelope, in consecutive blocks ``(mix, [stem, ...])``: the stems add up to
+    the mix (the limiter's envelope is computed on the mix and shared)."""
+    half = max(1, int(round(LIMITER_RAMP_S * sample_rate)))
+    reach = half + half // 2
+    for start in range(0, n, CHUNK_FRAMES):
+        stop = min(n, start + CHUNK_FRAMES)
+        lo, hi = max(0, start - reach), min(n, stop + reach)
+        stems = [read(lo, hi) * gain for read in reads]
+        mix = np.sum(stems, axis=0)
+        envelope = _limiter_gain(mix, sample_rate, ceiling)
+        if envelope is not None:
+            stems = [stem * envelope[:, None] for stem in stems]
+            mix = mix * envelope[:, None]
+        cut = slice(start - lo, stop - lo)
+        yield np.clip(mix[cut], -ceiling, ceiling), [stem[cut] for stem in stems]
+
+
+def sum_reader(reads: list[Reader]) -> Reader:
+    """A Reader of the sum of several tracks."""
+    return lambda start, stop: np.sum([read(start, stop) for read in reads], axis=0)
 
 
 def limited(read: Reader, n: int, sample_rate: int, gain: float, ceiling: float) -> Iterator[np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from bgmgen.errors import InputError, ToolError
 from bgmgen.files import atomic_output, shipped_path
-from bgmgen.sound.loudness import blocks, level_gain, limited
+from bgmgen.sound.loudness import blocks, level_gain, limited, limited_stems, sum_reader
 
 log = logging.getLogger("bgmgen")
 
@@ -42,11 +42,13 @@ SYSTEM_SOUNDFONT_DIRS = (
     Path("/usr/local/share/soundfonts"),
 )
 # Known good General MIDI SoundFonts, best first (glob patterns); any other found comes after,
-# largest first, because small SoundFonts sound thin ("plastic").
+# largest first, because small SoundFonts sound thin ("plastic"). SF2 before SF3: FluidSynth decodes an
+# SF3's Ogg samples on load, measured 23.1 s for MuseScore_General_Full.sf3 (86 MB) against 0.63 s for
+# FluidR3_GM.sf2 (148 MB) on this project's 2-core machine (docs/benchmarks.md).
 PREFERRED_SOUNDFONTS = (
     "FluidR3_GM.sf2",  # Debian fluid-soundfont-gm, 148 MB
-    "FluidR3_GM.sf3",
     "MuseScore_General*.sf2",
+    "FluidR3_GM.sf3",
     "MuseScore_General*.sf3",
 )
 SHIPPED_SOUNDFONT = "TimGM6mb.sf2"  # 5.7 MiB, GPL-2, see soundfonts/README.md
@@ -160,6 +162,67 @@ def render(midi_path: Path, out_wav: Path, duration: float, options: RenderOptio
             music = limited(read, n, sr, 10.0 ** (gain_db / 20.0), 10.0 ** (options.peak_db / 20.0))
         _write_wav_atomic(out_wav, music, sr)
     return out_wav
+
+
+def render_stems(
+    midis: dict[str, Path | None], out_dir: Path, mix_wav: Path, duration: float, options: RenderOptions = RenderOptions()
+) -> dict[str, Path]:
+    """Render each role's MIDI alone (``None``: a role with no notes, silent) and write ``out_dir/ROLE.wav``
+    for each plus ``mix_wav``, all ``duration`` long and sample-aligned.
+
+    The mix is the sum of the role renders, levelled and limited as ``render`` does; every stem gets the
+    same gain and the same limiter envelope, so the stems add up to the mix (to 16-bit rounding).
+    FluidSynth runs two at a time. Returns ``{role: wav path}`` with ``"mix"`` among them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not duration > 0:
+        raise InputError(f"music duration must be positive, got {duration}")
+    for path in midis.values():
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"MIDI file not found: {path}")
+    soundfont = find_soundfont(options.soundfont)
+    sr = options.sample_rate
+    n = int(round(duration * sr))
+    roles = list(midis)
+    with tempfile.TemporaryDirectory(prefix="bgmgen-stems-") as tmp:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            raws = list(pool.map(
+                lambda role: None if midis[role] is None
+                else run_fluidsynth(Path(midis[role]), soundfont, Path(tmp) / f"{role}.raw.wav", sr),
+                roles,
+            ))  # fmt: skip
+        silent = lambda start, stop: np.zeros((stop - start, 2))  # noqa: E731
+        reads = [silent if raw is None else _track_reader(raw, n, sr, options.fade_out) for raw in raws]
+        gain_db = level_gain(sum_reader(reads), n, sr, options.target_lufs, options.peak_db)
+        gain = 1.0 if gain_db is None else 10.0 ** (gain_db / 20.0)
+        paths = {role: Path(out_dir) / f"{role}.wav" for role in roles} | {"mix": Path(mix_wav)}
+        _write_wavs_atomic(list(paths.values()), limited_stems(reads, n, sr, gain, 10.0 ** (options.peak_db / 20.0)), sr)
+    return paths
+
+
+def _write_wavs_atomic(paths: list[Path], music, sample_rate: int) -> None:
+    """Write blocks ``(mix, [stem, ...])`` to ``paths`` (the stems' files, then the mix's) as 16-bit PCM, each
+    through a hidden temp file renamed over it only when all are written."""
+    import contextlib
+    import wave
+
+    with contextlib.ExitStack() as stack:
+        outs = []
+        for path in paths:
+            tmp = stack.enter_context(atomic_output(path))
+            out = stack.enter_context(wave.open(str(tmp), "wb"))
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(sample_rate)
+            outs.append(out)
+        for mix, stems in music:
+            for out, x in zip(outs, [*stems, mix]):
+                out.writeframes(_pcm16(x))
+
+
+def _pcm16(x: np.ndarray) -> bytes:
+    return np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
 def run_fluidsynth(midi_path: Path, soundfont: Path, raw_wav: Path, sample_rate: int) -> Path:
