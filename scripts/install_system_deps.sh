@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the programs bgmgen runs are on this machine: ffmpeg/ffprobe, fluidsynth, and a Python >= 3.11
-# that can create a virtual environment. As root on Debian/Ubuntu the missing ones are installed with
-# apt-get; otherwise the exact command to run is printed and the script fails.
+# that can create a virtual environment, plus a full General MIDI SoundFont (Debian's fluid-soundfont-gm,
+# FluidR3_GM.sf2, 148 MB). As root on Debian/Ubuntu the missing ones are installed with apt-get; otherwise
+# the exact command to run is printed and the script fails (for the SoundFont alone it only warns: bgmgen
+# then plays with the small TimGM6mb it ships). SF2 and not SF3 (musescore-general-soundfont): FluidSynth
+# measured 0.63 s to load FluidR3_GM.sf2 and 23 s to load MuseScore_General_Full.sf3 (docs/benchmarks.md).
 #
 # Usage: scripts/install_system_deps.sh [PYTHON]   (PYTHON defaults to python3.11, then python3)
 set -euo pipefail
@@ -31,6 +34,19 @@ fi
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     packages+=("$("$python" -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])')")
 fi
+
+# The full GM SoundFont, unless a large one is already where bgmgen looks (bgmgen/sound/render.py).
+soundfont=(fluid-soundfont-gm)
+for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/MuseScore_General*.sf2 \
+        /usr/share/soundfonts/FluidR3_GM.sf2; do
+    [[ -f $font ]] && soundfont=()
+done
+if ((${#packages[@]} == 0)) && ((${#soundfont[@]} > 0)) && { ((EUID != 0)) || ! command -v apt-get >/dev/null 2>&1; }; then
+    echo "warning: no full General MIDI SoundFont; bgmgen will use its small TimGM6mb. For a better sound:" >&2
+    echo "    sudo apt-get install -y --no-install-recommends fluid-soundfont-gm" >&2
+    exit 0
+fi
+packages+=(${soundfont[@]+"${soundfont[@]}"})
 
 if ((${#packages[@]} == 0)); then
     exit 0

@@ -11,6 +11,7 @@ name, so the user can change it there. ``instrument_program`` reads friendly GM 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field, replace
 
@@ -71,7 +72,7 @@ def instrument_program(name: str) -> int:
     slug = _slug(text)
     if slug in _PROGRAM_BY_SLUG:
         return _PROGRAM_BY_SLUG[slug]
-    close = sorted(s for s in _PROGRAM_BY_SLUG if slug and (slug in s or s in slug))[:5]
+    close = difflib.get_close_matches(slug, list(_PROGRAM_BY_SLUG), n=4, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else " (a General MIDI name like flute or fingered-bass, or 0..127)"
     raise BgmgenError(f"unknown instrument {name!r}{hint}")
 
