@@ -178,9 +178,38 @@ def test_tempo_and_key_overrides(clip):
     plan_path = ok("plan", clip, "--tempo", "90", "--key", "D minor", *QUICK_PLAN)
     plan = json.loads(plan_path.read_text())
     assert plan["tempo"] == 90.0 and plan["key"] == "D minor"
-    midi = ok("midi", clip, "--tempo", "90", "--key", "D minor", *QUICK)
+    # A straight style: lo-fi swings its off-beat sixteenths off the grid on purpose.
+    midi = ok("midi", clip, "--tempo", "90", "--key", "D minor", "--style", "pop", *QUICK)
     assert midi_tempo(midi) == pytest.approx(90.0, rel=1e-4)  # MIDI stores whole microseconds a beat
     assert_on_grid(midi, 90.0)
+
+
+def test_styles_are_listed():
+    result = run_cli("styles")
+    assert result.exit_code == 0
+    for name in ("piano", "cinematic", "pop", "ambient", "lo-fi", "upbeat"):
+        assert name in result.stdout
+    assert "french-horn" in result.stdout and "fingered" not in result.stdout.split("pop")[0]
+
+
+def test_midi_writes_a_track_per_role_in_the_chosen_style(clip):
+    import mido
+    import pretty_midi
+
+    def tracks(path: Path) -> dict:
+        midi = pretty_midi.PrettyMIDI(str(path))
+        names = [m.name for t in mido.MidiFile(path).tracks for m in t if m.type == "track_name"]
+        return {name: next((i for i in midi.instruments if i.name == name), None) for name in names}
+
+    pop = tracks(ok("midi", clip, "-o", clip.parent / "pop.mid", "--style", "pop", "--instruments", "melody=flute", *QUICK))
+    assert list(pop) == ["melody", "accompaniment", "bass", "drums", "pad"]
+    assert pop["melody"].program == 73 and pop["bass"].program == 33 and pop["drums"].is_drum
+    assert all(pop[r].notes for r in ("melody", "accompaniment", "bass", "drums"))
+    piano = tracks(ok("midi", clip, "-o", clip.parent / "piano.mid", "--style", "piano", *QUICK))
+    assert list(piano)[:4] == ["melody", "accompaniment", "bass", "drums"] and "pad" not in piano
+    assert piano["drums"] is None or not piano["drums"].notes  # calm: the drums track is there, silent
+    plan = json.loads(ok("plan", clip, "--style", "ambient", *QUICK_PLAN).read_text())
+    assert plan["style"] == "ambient" and plan["tempo"] <= 84.0  # the style's tempo range
 
 
 @pytest.mark.slow
@@ -248,6 +277,10 @@ ERROR_CASES = {
     "malformed plan": (lambda d, c: ["score", c, "--plan", _file(d, "plan.json", '{"tempo": 12')], 1, "not valid JSON"),
     "plan of another video": (lambda d, c: ["midi", c, "--plan", _file(d, "plan.json", OTHER_PLAN)], 1, "99.00 s"),
     "bad plan value": (lambda d, c: ["score", c, "--plan", _file(d, "plan.json", BAD_TEMPO_PLAN)], 1, "tempo 1000 BPM"),
+    "unknown style": (lambda d, c: ["score", c, "--style", "polka"], 1, "unknown style 'polka'"),
+    "unknown instrument": (lambda d, c: ["midi", c, "--instruments", "melody=kazoo"], 1, "unknown instrument 'kazoo'"),
+    "instrument for no role": (lambda d, c: ["score", c, "--instruments", "singer=flute"], 1, "no role 'singer'"),
+    "stems into a file": (lambda d, c: ["score", c, "--stems", _file(d, "stems", "x")], 3, "must name a folder"),
 }
 
 
