@@ -4,8 +4,8 @@ The folders follow the pipeline that ``pipeline.py`` runs top to bottom:
 
 - ``video/``: probe and decode, shot cuts, visual signals, CLIP/BLIP/BERT features -> a ``VideoAnalysis``
 - ``music/``: the plan (tempo, segments, key, chords, levels), the diffusion model and its sampler,
-  window-by-window generation, MIDI
-- ``sound/``: FluidSynth rendering, loudness, muxing into the video
+  window-by-window generation, styles and the arrangement (bass, drums, pad), MIDI
+- ``sound/``: FluidSynth rendering (and stems), loudness, voice spans, muxing into the video
 - ``training/``: POP909 data and the training loops; ``evaluation/``: metrics and ``bgmgen evaluate``
 
 At the top: ``pipeline`` (the stages in order), ``cli`` (arguments only), ``batch`` (many videos),

@@ -7,5 +7,8 @@
   ``checkpoint``: building one from its configuration, saving and loading safetensors files
 - ``sampler``: noise schedules and sampling loops (diffusers' schedulers), separate from the networks
 - ``generate``: window after window over a whole plan
-- ``midi``: piano roll -> MIDI (pretty_midi)
+- ``styles``: the style presets (GM programs per role, groove, tempo and density ranges, the mix)
+- ``patterns``: our own drum and bass pattern library, by groove family and energy
+- ``arrange``: the band around the generated parts (bass, drums, pad), on the step grid
+- ``midi``: piano roll or arrangement -> MIDI, one named track per role (pretty_midi)
 """
