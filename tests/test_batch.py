@@ -292,3 +292,19 @@ def test_a_bad_loudness_target_fails_before_any_file_is_touched(tmp_path):
     assert result.exit_code != 0
     assert "--loudness -60 LUFS is outside -40..-5" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_writes_each_videos_stems_in_its_own_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("one.mp4", "two.mp4"):
+        make_clip(folder, name, duration=2.0, size=(64, 36))
+    stems = tmp_path / "stems"
+    missing = run_cli("batch", folder, "-o", tmp_path / "out", "--stems", stems, *QUICK)
+    assert missing.exit_code != 0 and "--stems folder does not exist" in missing.stderr
+    stems.mkdir()
+    result = run_cli("batch", folder, "-o", tmp_path / "out", "--stems", stems, "--style", "pop", *QUICK)
+    assert result.exit_code == 0, result.output
+    for name in ("one", "two"):
+        written = sorted(p.name for p in (stems / name).iterdir())
+        assert written == ["accompaniment.wav", "bass.wav", "drums.wav", "melody.wav", "mix.wav", "pad.wav"]
