@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.files import atomic_output
+from bgmgen.music.hits import accent_hits
 from bgmgen.music.plan import Plan
 from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
 
@@ -55,7 +56,7 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
     import pretty_midi
 
-    notes = balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1])))
+    notes = accent_hits(balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1]))), plan)
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     write_tempo_map(midi, plan)

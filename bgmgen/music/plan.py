@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -370,8 +371,21 @@ def _phrase_lengths(n_bars: int) -> list[int]:
     return [PHRASE_BARS] * (full - 1) + [SHORT_PHRASE_BARS, SHORT_PHRASE_BARS + rest]
 
 
+def video_fingerprint(analysis: Any) -> int:
+    """A number that stays the same for the same video and differs between videos: a checksum of its
+    duration, cut count and mean signals, rounded coarsely enough to survive decoder noise."""
+    def mean(name: str) -> float:
+        values = getattr(analysis, name, None)
+        return float(np.mean(values)) if values is not None and np.size(values) else 0.0
+
+    text = (f"{float(analysis.info.duration):.1f}|{len(analysis.cuts)}|{mean('brightness'):.2f}|"
+            f"{mean('colourfulness'):.2f}|{mean('motion'):.2f}")  # fmt: skip
+    return zlib.crc32(text.encode())
+
+
 def choose_key(options: PlanOptions, brightness: float, rng: np.random.Generator) -> Key:
-    """The override key, else major for bright moods / minor for dark, tonic drawn from common keys."""
+    """The override key, else major for bright moods / minor for dark, tonic drawn from common keys
+    (``rng`` is seeded by the seed and the video, so videos spread over keys even with one seed)."""
     if options.key is not None:
         try:
             return Key.parse(options.key)
@@ -403,6 +417,12 @@ def _pool_per_bar(times: np.ndarray, values: np.ndarray, bar_duration: float, n_
         values[bars == bar].mean() if (bars == bar).any() else values[int(np.argmin(np.abs(times - middles[bar])))]
         for bar in range(n_bars)
     ])
+
+
+def _mood_cues(mood: Any) -> dict[str, float]:
+    """The cues the video's mood was judged from (pace, cut rate, warmth, saturation, flicker), for the plan file."""
+    names = ("pace", "cut_rate", "warmth", "saturation", "flicker")
+    return {name: round(float(getattr(mood, name)), 4) for name in names if hasattr(mood, name)}
 
 
 def caption_for_span(cues: LearnedCues, start: float, end: float) -> str:
@@ -479,7 +499,7 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
 
     # 3. Key and chords: a fresh progression per segment, a cadence in the last one.
     rng = np.random.default_rng(options.seed)
-    key = choose_key(options, brightness, rng)
+    key = choose_key(options, brightness, np.random.default_rng([options.seed, video_fingerprint(analysis)]))
     bank = bank if bank is not None else ProgressionBank.load()
     energy_curve = _bar_means(analysis, analysis.energy, edges, duration)
     if len(cues.frame_times):
@@ -523,7 +543,7 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         energy=[round(float(v), 4) for v in np.clip(energy, 0.0, 1.0)],
         cuts=cuts,
         cut_alignment_error=error,
-        mood={"tension": tension, "brightness": brightness},
+        mood={"tension": tension, "brightness": brightness, **_mood_cues(analysis.mood)},
         seed=options.seed,
         clip_mood=clip_mood,
         analysers=[str(a) for a in getattr(analysis, "analysers", [])],
