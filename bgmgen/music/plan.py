@@ -48,8 +48,11 @@ TEMPO_GRID_STEP = 0.5  # BPM, grid searched alongside the exact-alignment tempos
 MIN_SEGMENT_BARS = 1  # every cut starts a segment; cuts closer than a bar share one bar line
 PHRASE_BARS = 8  # long segments split into 8-bar phrases (4 where 8 does not fit)
 SHORT_PHRASE_BARS = 4
-CUT_LIFT = 0.1  # added to density and energy in the first bar after a cut
-ENDING_ENERGY = 0.75  # factor on the last bar's energy
+CUT_LIFT = 0.15  # added to density and energy in the first bar after a big cut (scaled by its size)
+BUILD_LIFT = 0.07  # added in the bar before a big cut (less before that), so the music builds into it
+BUILD_BARS = 2  # bars of build before a big cut
+ENDING_BARS = 3  # bars over which the music falls away at the end
+ENDING_ENERGY = 0.75  # factor on the last bar's energy (the bars before it fall towards it)
 ENDING_DENSITY = 0.6  # factor on the last bar's density
 MAJOR_TONICS = ("C", "D", "Eb", "E", "F", "G", "A", "Bb")  # comfortable keys for piano pop
 MINOR_TONICS = ("A", "B", "C", "D", "E", "F#", "G")
@@ -419,6 +422,35 @@ def _pool_per_bar(times: np.ndarray, values: np.ndarray, bar_duration: float, n_
     ])
 
 
+def energy_arc(n_bars: int, cut_bars: list[int], picture: np.ndarray) -> np.ndarray:
+    """Per-bar additions that build into big cuts: over the BUILD_BARS before a cut that starts a
+    segment, rising to BUILD_LIFT * size, then CUT_LIFT * size on the cut's bar. A cut is big (size up
+    to 1) when its shot is long (room to build) and the picture's energy jumps across it."""
+    arc = np.zeros(n_bars)
+    previous = 0
+    for bar in sorted(cut_bars):
+        shot_bars = bar - previous
+        jump = float(picture[bar] - picture[bar - 1]) if 0 < bar < len(picture) else 0.0
+        size = float(np.clip(0.4 + 0.1 * min(shot_bars, 6) + jump, 0.2, 1.0))
+        ramp = min(BUILD_BARS, shot_bars - 1)  # never build across the previous cut
+        for k in range(1, ramp + 1):
+            arc[bar - k] = max(arc[bar - k], BUILD_LIFT * size * (ramp + 1 - k) / ramp)
+        arc[bar] = max(arc[bar], CUT_LIFT * size)
+        previous = bar
+    return arc
+
+
+def ending_fall(n_bars: int) -> np.ndarray:
+    """Per bar 0..1: how far the music has fallen away towards its end (1 on the last bar, 0 before the
+    last ENDING_BARS bars; only the last bar when the piece is short)."""
+    fall = np.zeros(n_bars)
+    span = min(ENDING_BARS, n_bars // 4) if n_bars > 1 else 0
+    span = max(span, 1) if n_bars > 1 else 0
+    for k in range(span):
+        fall[n_bars - 1 - k] = (span - k) / span
+    return fall
+
+
 def _mood_cues(mood: Any) -> dict[str, float]:
     """The cues the video's mood was judged from (pace, cut rate, warmth, saturation, flicker), for the plan file."""
     names = ("pace", "cut_rate", "warmth", "saturation", "flicker")
@@ -520,17 +552,16 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
                 reusable.setdefault(kind, labels)
         chords.extend(labels)
 
-    # 4. Per-bar levels: follow the picture's energy, ranged by tension, lifted after cuts, eased at the end.
+    # 4. Per-bar levels: follow the picture's energy, ranged by tension; an arc on top: build into big
+    # cuts, lift on them, fall away over the last bars.
     motion_curve = _bar_means(analysis, motion, edges, duration)
     energy = _levels(energy_curve, 0.15 + 0.3 * tension, 0.55 + 0.45 * tension)
     density = _levels(0.7 * energy_curve + 0.3 * motion_curve, 0.1 + 0.3 * tension, 0.5 + 0.5 * tension)
-    for segment in segments[1:]:
-        if segment.start_bar in cut_bars:
-            energy[segment.start_bar] += CUT_LIFT
-            density[segment.start_bar] += CUT_LIFT
-    if n_bars > 1:
-        energy[-1] *= ENDING_ENERGY
-        density[-1] *= ENDING_DENSITY
+    arc = energy_arc(n_bars, [s.start_bar for s in segments[1:] if s.start_bar in cut_bars], energy_curve)
+    energy, density = energy + arc, density + arc
+    fall = ending_fall(n_bars)
+    energy *= 1.0 - (1.0 - ENDING_ENERGY) * fall
+    density *= 1.0 - (1.0 - ENDING_DENSITY) * fall
 
     plan = Plan(
         duration=duration,
