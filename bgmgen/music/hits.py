@@ -2,7 +2,8 @@
 
 ``accent_hits(notes, plan)`` puts an accented chord on each of the plan's hit steps: a low bass note
 and the chord's tones struck together, loud, and any note of the same pitch sounding through the hit
-re-struck, so the cut is heard as an attack and not as a held note. Arrangements with drums and bass
+re-struck (the other notes sounding through it stop), so the cut is heard as an attack and as a new
+texture, not as a held note. Arrangements with drums and bass
 put a crash and a bass note on the same steps (``Plan.hits``).
 """
 
@@ -12,7 +13,7 @@ from bgmgen.music.harmony import Chord
 from bgmgen.music.plan import Plan
 from bgmgen.music.roll import STEPS_PER_BAR, STEPS_PER_BEAT, Note
 
-HIT_VELOCITY = 120  # MIDI velocity of a hit's notes (the loudest ordinary notes are ~110)
+HIT_VELOCITY = 127  # MIDI velocity of a hit's notes (the loudest ordinary notes are ~110)
 HIT_BASS_LOW = 31  # G1: the hit's bass note is the lowest of its pitch class from here
 HIT_CHORD_LOW = 52  # E3: the chord tones are the lowest of their pitch classes from here
 HIT_STEPS = 2 * STEPS_PER_BEAT  # a hit rings for two beats (or to the next hit)
@@ -20,13 +21,14 @@ STEPS_PER_CHORD = STEPS_PER_BAR // 2  # one chord per half bar
 
 
 def hit_voicing(chord: Chord) -> list[int]:
-    """MIDI pitches of a hit on ``chord``: its bass low, its tones in the middle; [] for no chord."""
+    """MIDI pitches of a hit on ``chord``: its bass in octaves low, its tones in two middle octaves; [] for no chord."""
     if chord.is_none:
         return []
     bass = chord.bass if chord.bass is not None else chord.root
     low = HIT_BASS_LOW + (bass - HIT_BASS_LOW) % 12
     tones = [HIT_CHORD_LOW + (pc - HIT_CHORD_LOW) % 12 for pc in chord.pitch_classes]
-    return sorted({low, low + 12, *tones})
+    # Bass in octaves and the chord in two octaves: a full-keyboard attack, like a tutti chord.
+    return sorted({low, low + 12, *tones, *(t + 12 for t in tones)})
 
 
 def accent_hits(notes: list[Note], plan: Plan) -> list[Note]:
@@ -49,6 +51,8 @@ def accent_hits(notes: list[Note], plan: Plan) -> list[Note]:
                 struck.append(Note(note.start, hit, note.pitch, note.velocity))
                 struck.append(Note(hit, note.end, note.pitch, HIT_VELOCITY))
                 pitches.discard(note.pitch)
+            elif note.start < hit < note.end:  # anything else sounding through stops: the hit starts clean
+                struck.append(Note(note.start, hit, note.pitch, note.velocity))
             else:
                 struck.append(note)
         added = []
