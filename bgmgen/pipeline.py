@@ -108,9 +108,9 @@ class Scorer:
         """The plan's style with the user's instrument overrides."""
         return get_style(plan.style).with_instruments(self.options.instruments)
 
-    def arrange(self, plan: Plan, parts: GeneratedParts, hit_steps: list[int] | tuple[int, ...] = ()) -> Arrangement:
-        """The band for the plan; ``hit_steps`` (steps of hard cuts) get a crash and a bass root."""
-        return arrange(plan, parts, self.style(plan), self.options.seed, hit_steps)
+    def arrange(self, plan: Plan, parts: GeneratedParts) -> Arrangement:
+        """The band for the plan; the plan's hits (hard cuts) get a crash, a bass root and a struck chord."""
+        return arrange(plan, parts, self.style(plan), self.options.seed, plan.hits)
 
     def midi(self, video: Path, output: Path, progress: Progress | None = None) -> ScoreResult:
         """Write the music for ``video`` as a MIDI file at ``output``."""

@@ -2,7 +2,7 @@
 
 ``draw_report(plan, video, roll, output)`` stacks panels that share one time axis in seconds:
 a strip of frames from the video, the plan's per-bar energy and density (with bar lines and the
-picture's own energy when an analysis is given), the segments, the chords and the generated piano
+picture's own energy when an analysis is given), the tempo map, the segments, the chords and the generated piano
 roll (left out when there is no roll yet, as for ``bgmgen plan``). The cuts are drawn as red lines
 through every panel. Geometry is fixed (no tight bounding box), so every report of a plan has the
 same size and ``ReportLayout.x_of`` says where any time lands in the image.
@@ -22,7 +22,7 @@ from bgmgen.errors import BgmgenError
 from bgmgen.files import atomic_output
 from bgmgen.music.harmony import PITCH_NAMES, Chord
 from bgmgen.music.plan import Plan
-from bgmgen.music.roll import ONSET, PITCH_LOW, SUSTAIN, notes_to_roll, roll_to_notes
+from bgmgen.music.roll import ONSET, PITCH_LOW, STEPS_PER_BAR, SUSTAIN, notes_to_roll, roll_to_notes
 
 log = logging.getLogger("bgmgen")
 
@@ -31,11 +31,12 @@ WIDTH_PX = 1600
 LEFT_PX, RIGHT_PX = 110, 30  # margins beside the time axis
 TOP_PX, BOTTOM_PX, GAP_PX = 84, 50, 14  # above the first panel, below the last, between panels
 # Panel heights in pixels, top to bottom; "roll" only when there is a roll.
-PANEL_PX = {"frames": 110, "levels": 170, "segments": 34, "chords": 34, "roll": 300}
+PANEL_PX = {"frames": 110, "levels": 170, "tempo": 60, "segments": 34, "chords": 34, "roll": 300}
 MAX_THUMBNAILS = 40
 CUT_COLOUR = "#e0102a"  # the cut markers; nothing else in the report uses this red
 ENERGY_COLOUR = "#f28e2b"
 DENSITY_COLOUR = "#4e79a7"
+TEMPO_COLOUR = "#59a14f"
 PICTURE_COLOUR = "#9c9c9c"
 NOTE_COLOURS = ("#9fb7d6", "#1f3d7a")  # sustained step, onset (the accompaniment, or all notes)
 MELODY_COLOURS = ("#f5c48f", "#c85a00")  # sustained step, onset of the melody, drawn over the accompaniment
@@ -137,6 +138,7 @@ def draw_report(
     _draw_frames(axes["frames"], video, duration, (int(axes_width), PANEL_PX["frames"]))
     _draw_bar_numbers(axes["frames"], plan, axes_width)
     _draw_levels(axes["levels"], plan, analysis)
+    _draw_tempo(axes["tempo"], plan)
     _draw_segments(axes["segments"], plan, renderer)
     _draw_chords(axes["chords"], plan, renderer)
     if parts is not None:
@@ -157,10 +159,16 @@ def draw_report(
 def _title(plan: Plan, video: Path | None) -> str:
     name = f"{Path(video).name}: " if video is not None else ""
     cuts = f"{len(plan.cuts)} cut{'s' if len(plan.cuts) != 1 else ''}"
-    if plan.cuts:
+    figures = plan.cut_alignment
+    if plan.cuts and figures:
+        far = int(figures["far_cuts"])
+        cuts += (f": {round(figures['far_cuts_on_downbeats'] * far)}/{far} a bar or more apart on downbeats, "
+                 f"{round(figures['cuts_on_beats'] * len(plan.cuts))}/{len(plan.cuts)} on beats")  # fmt: skip
+    elif plan.cuts:
         cuts += f", {plan.cut_alignment_error:.2f} s off their bar lines on average"
-    return (f"{name}{plan.n_bars} bars at {plan.tempo:.1f} BPM in {plan.key}, "
-            f"{len(plan.segments)} segments, {cuts}")  # fmt: skip
+    tempos = plan.bar_tempos()
+    tempo = f"{plan.tempo:.1f} BPM" if not plan.tempo_map else f"{tempos.min():.1f}-{tempos.max():.1f} BPM"
+    return f"{name}{plan.n_bars} bars at {tempo} in {plan.key}, {len(plan.segments)} segments, {cuts}"
 
 
 def _draw_frames(ax, video: Path | None, duration: float, size_px: tuple[int, int]) -> None:
@@ -186,10 +194,10 @@ def _draw_frames(ax, video: Path | None, duration: float, size_px: tuple[int, in
 
 def _draw_bar_numbers(ax, plan: Plan, axes_width: float) -> None:
     """Bar numbers (from 1) above the frames, at each bar line; every k-th bar when they are dense."""
-    bar = plan.bar_duration
-    every = max(1, int(np.ceil(BAR_LABEL_PX / (bar * axes_width / plan.duration))))
+    shortest_bar = float(np.min(np.diff(plan.bar_start(np.arange(plan.n_bars + 1)))))
+    every = max(1, int(np.ceil(BAR_LABEL_PX / (shortest_bar * axes_width / plan.duration))))
     every = next(k for k in (1, 2, 4, 8, 16, 32, 64, every) if k >= every)
-    top = ax.secondary_xaxis("top", functions=(lambda t: t / bar, lambda b: b * bar))
+    top = ax.secondary_xaxis("top", functions=(plan.bar_position, plan.bar_start))
     bars = np.arange(0, plan.n_bars, every)
     top.set_xticks(bars, [str(b + 1) for b in bars])
     top.tick_params(labelsize=8, pad=1)
@@ -229,6 +237,21 @@ def _draw_levels(ax, plan: Plan, analysis: Any) -> None:
     ax.set_yticks([0, 0.5, 1])
     ax.set_ylabel("per bar", fontsize=10)
     ax.legend(loc="lower left", fontsize=8, ncol=4, framealpha=0.85)
+
+
+def _draw_tempo(ax, plan: Plan) -> None:
+    """The tempo map: BPM per bar as steps, labelled with its range (a flat line for one tempo)."""
+    tempos = plan.bar_tempos()
+    edges = np.asarray(plan.bar_start(np.arange(plan.n_bars + 1)))
+    ax.stairs(tempos, edges, color=TEMPO_COLOUR, linewidth=2.0, baseline=None)
+    low, high = float(tempos.min()), float(tempos.max())
+    pad = max(2.0, 0.15 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_yticks([low, high] if high - low > 0.05 else [low], [f"{low:.0f}", f"{high:.0f}"] if high - low > 0.05 else [f"{low:.0f}"])
+    ax.set_ylabel("BPM", fontsize=10)
+    changes = len(plan.tempo_map)
+    text = "one tempo" if not changes else f"{changes} tempo change{'s' if changes != 1 else ''} on bar lines"
+    ax.text(0.005, 0.9, text, transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#444444")
 
 
 def _fits(text, renderer, left: float, right: float) -> bool:
@@ -275,12 +298,11 @@ def _draw_chords(ax, plan: Plan, renderer) -> None:
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel("chords", fontsize=10, rotation=0, ha="right", va="center")
-    half = plan.bar_duration / 2
     free_from = -np.inf  # pixel column where the next label may start
     axes_right = ax.transData.transform((plan.duration, 0))[0]
     previous = None
     for index, label in enumerate(plan.chords):
-        start = index * half
+        start = float(plan.step_time(index * STEPS_PER_BAR // 2))
         if start >= plan.duration:
             break
         if label == previous:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bgmgen.music.harmony import Chord
+from bgmgen.music.hits import accent_hits
 from bgmgen.music.patterns import CRASH, GROOVES, KICK, BassPattern, energy_level, pattern_hits
 from bgmgen.music.plan import Plan
 from bgmgen.music.roll import STEPS_PER_BAR, STEPS_PER_BEAT, GeneratedParts, Note, roll_to_notes
@@ -95,6 +96,7 @@ def arrange(
         for n in roll_to_notes(parts.accompaniment, velocity=velocity)
         if n.start < n_steps and n.pitch >= ACCOMPANIMENT_FLOOR
     ]
+    accompaniment = accent_hits(accompaniment, plan, hits)  # a new texture struck on each hard cut
     drive = bar_drive(plan, style)
     chords = plan.chord_objects()
     groove = GROOVES[style.groove]

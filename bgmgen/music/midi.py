@@ -21,6 +21,7 @@ import numpy as np
 
 from bgmgen.files import atomic_output
 from bgmgen.music.arrange import Arrangement, Part
+from bgmgen.music.hits import accent_hits
 from bgmgen.music.plan import Plan
 from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
 from bgmgen.music.styles import ROLES
@@ -68,9 +69,10 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
     import pretty_midi
 
-    notes = balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1])))
+    notes = accent_hits(balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1]))), plan)
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
+    write_tempo_map(midi, plan)
     piano = pretty_midi.Instrument(program=program, name="bgmgen piano")
     for note in notes:
         start = plan.step_time(note.start)
@@ -85,6 +87,16 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
         piano.notes.append(pretty_midi.Note(velocity=note.velocity, pitch=note.pitch, start=start, end=end))
     midi.instruments.append(piano)
     return midi
+
+
+def write_tempo_map(midi, plan: Plan) -> None:
+    """Give ``midi`` (a fresh ``pretty_midi.PrettyMIDI``) the plan's tempo changes on their bar lines, so
+    the written file's beats and downbeats are the plan's (notes are placed in seconds, through these)."""
+    ticks_per_bar = 4 * midi.resolution  # 4/4
+    midi._tick_scales = [(0, 60.0 / (plan.tempo * midi.resolution))] + [
+        (change.bar * ticks_per_bar, 60.0 / (change.tempo * midi.resolution)) for change in plan.tempo_map
+    ]
+    midi._update_tick_to_time(plan.n_bars * ticks_per_bar)
 
 
 def _is_last_onset_of_pitch(note: Note, notes: list[Note]) -> bool:
@@ -113,6 +125,7 @@ def arrangement_to_midi(
     import pretty_midi
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
+    write_tempo_map(midi, plan)
     midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
     key = plan.key_object()
     midi.key_signature_changes.append(pretty_midi.KeySignature(key.tonic + (12 if key.mode == "minor" else 0), 0.0))

@@ -1,10 +1,12 @@
 """The musical plan: tempo, bars, key, segments, a chord per half bar and per-bar levels for a video.
 
 ``make_plan(analysis, options)`` turns a ``VideoAnalysis`` (duration, cuts, per-frame energy and
-motion, mood) into a ``Plan``: a 4/4 tempo whose bar lines fall on the cuts, segments that start at
-those bar lines (merged and split to phrase sizes), chords drawn from the progression bank with a
-cadence at the end, and density/energy levels that follow the picture. Plans are JSON files the
-user may edit; ``Plan.from_dict`` checks them.
+motion, mood) into a ``Plan``: a 4/4 tempo map whose bar lines fall on the cuts (one tempo when it
+fits, else gentle changes on bar lines, ``bgmgen.music.tempo``), a hit step on every cut, segments
+that start at those bar lines (merged and split to phrase sizes), chords drawn from the progression
+bank with a cadence at the end, and density/energy levels that follow the picture. Plans are JSON
+files the user may edit; ``Plan.from_dict`` checks them. Every stage turns steps and bars into
+seconds with ``Plan.step_time`` and ``Plan.bar_start``, which follow the map.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,10 @@ from bgmgen.music.harmony import Chord, Key
 from bgmgen.music.progressions import HALF_BARS_PER_BAR, ProgressionBank
 from bgmgen.music.roll import STEPS_PER_BAR
 from bgmgen.music.styles import STYLES, default_style
+from bgmgen.music.tempo import (
+    TempoChange, bar_edges, bar_tempos, bars_to_cover, changes_from_tempos, cut_alignment, fit_tempo_map, hit_steps,
+    position_of_time, time_of_position, validate_tempo_map,
+)
 
 if TYPE_CHECKING:  # the plan reads analyses as data; it never runs the analysers
     from bgmgen.video.features import LearnedCues
@@ -42,8 +49,11 @@ TEMPO_GRID_STEP = 0.5  # BPM, grid searched alongside the exact-alignment tempos
 MIN_SEGMENT_BARS = 1  # every cut starts a segment; cuts closer than a bar share one bar line
 PHRASE_BARS = 8  # long segments split into 8-bar phrases (4 where 8 does not fit)
 SHORT_PHRASE_BARS = 4
-CUT_LIFT = 0.1  # added to density and energy in the first bar after a cut
-ENDING_ENERGY = 0.75  # factor on the last bar's energy
+CUT_LIFT = 0.15  # added to density and energy in the first bar after a big cut (scaled by its size)
+BUILD_LIFT = 0.07  # added in the bar before a big cut (less before that), so the music builds into it
+BUILD_BARS = 2  # bars of build before a big cut
+ENDING_BARS = 3  # bars over which the music falls away at the end
+ENDING_ENERGY = 0.75  # factor on the last bar's energy (the bars before it fall towards it)
 ENDING_DENSITY = 0.6  # factor on the last bar's density
 MAJOR_TONICS = ("C", "D", "Eb", "E", "F", "G", "A", "Bb")  # comfortable keys for piano pop
 MINOR_TONICS = ("A", "B", "C", "D", "E", "F#", "G")
@@ -83,7 +93,7 @@ class Plan:
     """Everything the music stages need to score one video; serialisable to JSON."""
 
     duration: float  # seconds of video to cover
-    tempo: float  # BPM, 4/4
+    tempo: float  # BPM, 4/4, at the start (``tempo_map`` may change it on later bar lines)
     n_bars: int  # bars that cover the duration (the last bar may run past the end)
     key: str  # Key label, e.g. "A minor"
     segments: list[Segment]  # contiguous runs of bars covering 0..n_bars
@@ -91,30 +101,46 @@ class Plan:
     density: list[float]  # per bar 0..1: relative note density wanted (0 sparse, 1 busiest)
     energy: list[float]  # per bar 0..1: loudness/intensity wanted
     cuts: list[float]  # cut times (s) from the analysis
-    cut_alignment_error: float  # mean |cut - nearest bar line| in seconds (0 if no cuts)
+    cut_alignment_error: float  # mean |cut - nearest bar line| in seconds (0 if no cuts), on the map
     mood: dict[str, float]  # {"tension": .., "brightness": ..}
     seed: int
     captions: list[str] = field(default_factory=list)  # per segment (BLIP, when found); editable
     clip_mood: dict[str, float] = field(default_factory=dict)  # CLIP zero-shot scores ({} without CLIP)
     analysers: list[str] = field(default_factory=list)  # what analysed the video, e.g. ["embedded-signals", "clip"]
     style: str = ""  # preset the music is arranged in (bgmgen.music.styles); "" = chosen from the mood and tempo
+    tempo_map: list[TempoChange] = field(default_factory=list)  # tempo changes on bar lines after bar 0; [] = one tempo
+    hits: list[int] = field(default_factory=list)  # grid steps (16 per bar) with a musical hit: one per cut
+    cut_alignment: dict[str, float] = field(default_factory=dict)  # figures from tempo.CutAlignment.figures
     version: int = PLAN_VERSION
 
     @property
     def beat_duration(self) -> float:
+        """Seconds per beat at the opening tempo (bars differ under a tempo map: use ``step_time``)."""
         return SECONDS_PER_MINUTE / self.tempo
 
     @property
     def bar_duration(self) -> float:
+        """Seconds per bar at the opening tempo (bars differ under a tempo map: use ``bar_start``)."""
         return BEATS_PER_BAR * self.beat_duration
 
-    def bar_start(self, bar: int) -> float:
-        """Time (s) of the bar line that starts ``bar``."""
-        return bar * self.bar_duration
+    def bar_tempos(self) -> np.ndarray:
+        """Tempo (BPM) of each bar, from ``tempo`` and ``tempo_map``."""
+        return bar_tempos(self.tempo, self.tempo_map, self.n_bars)
+
+    def bar_start(self, bar: int | np.ndarray) -> float | np.ndarray:
+        """Time (s) of the bar line that starts ``bar`` (past the last bar its tempo continues)."""
+        tempos = self.bar_tempos()
+        return time_of_position(bar, tempos, bar_edges(tempos))
 
     def step_time(self, step: int | np.ndarray) -> float | np.ndarray:
         """Time (s) of a step of the 16-per-bar grid; every stage turns steps into seconds here."""
-        return step * (self.bar_duration / STEPS_PER_BAR)
+        tempos = self.bar_tempos()
+        return time_of_position(np.asarray(step, dtype=float) / STEPS_PER_BAR, tempos, bar_edges(tempos))
+
+    def bar_position(self, seconds: float | np.ndarray) -> float | np.ndarray:
+        """Position in bars of a time (s): bar 2.5 is half way through the third bar."""
+        tempos = self.bar_tempos()
+        return position_of_time(seconds, tempos, bar_edges(tempos))
 
     def segment_of_bar(self, bar: int) -> int:
         """Index of the segment holding ``bar``; raises IndexError outside 0..n_bars-1."""
@@ -141,6 +167,9 @@ class Plan:
             "mood": dict(self.mood),
             "cuts": list(self.cuts),
             "cut_alignment_error": self.cut_alignment_error,
+            "cut_alignment": dict(self.cut_alignment),
+            "tempo_map": [{"bar": c.bar, "tempo": c.tempo} for c in self.tempo_map],
+            "hits": list(self.hits),
             "segments": [{"start_bar": s.start_bar, "end_bar": s.end_bar} for s in self.segments],
             "captions": list(self.captions),
             "clip_mood": dict(self.clip_mood),
@@ -173,6 +202,9 @@ class Plan:
                 clip_mood={str(k): float(v) for k, v in data.get("clip_mood", {}).items()},
                 analysers=[str(a) for a in data.get("analysers", [])],
                 style=str(data.get("style", "")),
+                tempo_map=[TempoChange(int(c["bar"]), float(c["tempo"])) for c in data.get("tempo_map", [])],
+                hits=[int(h) for h in data.get("hits", [])],
+                cut_alignment={str(k): float(v) for k, v in data.get("cut_alignment", {}).items()},
                 version=int(data.get("version", PLAN_VERSION)),
             )
         except KeyError as exc:
@@ -194,11 +226,16 @@ class Plan:
             raise BgmgenError(f"plan duration must be positive, got {self.duration:g}")
         if self.n_bars < 1:
             raise BgmgenError(f"plan needs at least one bar, got n_bars={self.n_bars}")
-        if self.n_bars * self.bar_duration < self.duration - 1e-6:
-            needed = _bars_for(self.duration, self.bar_duration)
+        validate_tempo_map(self.tempo, self.tempo_map, self.n_bars, TEMPO_LIMITS)
+        if self.bar_start(self.n_bars) < self.duration - 1e-6:
             raise BgmgenError(
-                f"plan's {self.n_bars} bars at {self.tempo:g} BPM do not cover {self.duration:g} s (need {needed})"
+                f"plan's {self.n_bars} bars at {self.tempo:g} BPM (and its tempo_map) do not cover {self.duration:g} s "
+                f"(they end at {self.bar_start(self.n_bars):.2f} s)"
             )
+        steps = STEPS_PER_BAR * self.n_bars
+        bad_hits = [h for h in self.hits if not 0 <= h < steps]
+        if bad_hits:
+            raise BgmgenError(f"plan hit step {bad_hits[0]} is outside the plan's steps 0..{steps - 1}")
         try:
             self.key_object()
         except ValueError:
@@ -346,8 +383,21 @@ def _phrase_lengths(n_bars: int) -> list[int]:
     return [PHRASE_BARS] * (full - 1) + [SHORT_PHRASE_BARS, SHORT_PHRASE_BARS + rest]
 
 
+def video_fingerprint(analysis: Any) -> int:
+    """A number that stays the same for the same video and differs between videos: a checksum of its
+    duration, cut count and mean signals, rounded coarsely enough to survive decoder noise."""
+    def mean(name: str) -> float:
+        values = getattr(analysis, name, None)
+        return float(np.mean(values)) if values is not None and np.size(values) else 0.0
+
+    text = (f"{float(analysis.info.duration):.1f}|{len(analysis.cuts)}|{mean('brightness'):.2f}|"
+            f"{mean('colourfulness'):.2f}|{mean('motion'):.2f}")  # fmt: skip
+    return zlib.crc32(text.encode())
+
+
 def choose_key(options: PlanOptions, brightness: float, rng: np.random.Generator) -> Key:
-    """The override key, else major for bright moods / minor for dark, tonic drawn from common keys."""
+    """The override key, else major for bright moods / minor for dark, tonic drawn from common keys
+    (``rng`` is seeded by the seed and the video, so videos spread over keys even with one seed)."""
     if options.key is not None:
         try:
             return Key.parse(options.key)
@@ -358,16 +408,15 @@ def choose_key(options: PlanOptions, brightness: float, rng: np.random.Generator
     return Key.parse(f"{tonics[int(rng.integers(len(tonics)))]} {mode}")
 
 
-def _bar_means(
-    analysis: Any, signal: np.ndarray | None, n_bars: int, bar_duration: float, duration: float
-) -> np.ndarray:
-    """Mean of a per-frame signal over each bar's span within the video (0.5 where there is none)."""
+def _bar_means(analysis: Any, signal: np.ndarray | None, edges: np.ndarray, duration: float) -> np.ndarray:
+    """Mean of a per-frame signal over each bar's span (bar lines at ``edges``) within the video (0.5 where there is none)."""
+    n_bars = len(edges) - 1
     if signal is None or len(signal) == 0:
         return np.full(n_bars, 0.5)
     values = np.empty(n_bars)
     for bar in range(n_bars):
-        start = bar * bar_duration
-        end = min((bar + 1) * bar_duration, duration)
+        start = float(edges[bar])
+        end = min(float(edges[bar + 1]), duration)
         values[bar] = analysis.mean_over(signal, start, max(end, start + 1e-3))
     return np.nan_to_num(values, nan=0.5)
 
@@ -380,6 +429,41 @@ def _pool_per_bar(times: np.ndarray, values: np.ndarray, bar_duration: float, n_
         values[bars == bar].mean() if (bars == bar).any() else values[int(np.argmin(np.abs(times - middles[bar])))]
         for bar in range(n_bars)
     ])
+
+
+def energy_arc(n_bars: int, cut_bars: list[int], picture: np.ndarray) -> np.ndarray:
+    """Per-bar additions that build into big cuts: over the BUILD_BARS before a cut that starts a
+    segment, rising to BUILD_LIFT * size, then CUT_LIFT * size on the cut's bar. A cut is big (size up
+    to 1) when its shot is long (room to build) and the picture's energy jumps across it."""
+    arc = np.zeros(n_bars)
+    previous = 0
+    for bar in sorted(cut_bars):
+        shot_bars = bar - previous
+        jump = float(picture[bar] - picture[bar - 1]) if 0 < bar < len(picture) else 0.0
+        size = float(np.clip(0.4 + 0.1 * min(shot_bars, 6) + jump, 0.2, 1.0))
+        ramp = min(BUILD_BARS, shot_bars - 1)  # never build across the previous cut
+        for k in range(1, ramp + 1):
+            arc[bar - k] = max(arc[bar - k], BUILD_LIFT * size * (ramp + 1 - k) / ramp)
+        arc[bar] = max(arc[bar], CUT_LIFT * size)
+        previous = bar
+    return arc
+
+
+def ending_fall(n_bars: int) -> np.ndarray:
+    """Per bar 0..1: how far the music has fallen away towards its end (1 on the last bar, 0 before the
+    last ENDING_BARS bars; only the last bar when the piece is short)."""
+    fall = np.zeros(n_bars)
+    span = min(ENDING_BARS, n_bars // 4) if n_bars > 1 else 0
+    span = max(span, 1) if n_bars > 1 else 0
+    for k in range(span):
+        fall[n_bars - 1 - k] = (span - k) / span
+    return fall
+
+
+def _mood_cues(mood: Any) -> dict[str, float]:
+    """The cues the video's mood was judged from (pace, cut rate, warmth, saturation, flicker), for the plan file."""
+    names = ("pace", "cut_rate", "warmth", "saturation", "flicker")
+    return {name: round(float(getattr(mood, name)), 4) for name in names if hasattr(mood, name)}
 
 
 def caption_for_span(cues: LearnedCues, start: float, end: float) -> str:
@@ -424,30 +508,44 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
     motion = getattr(analysis, "motion", None)
     mean_motion = float(np.mean(motion)) if motion is not None and len(motion) else 0.5
 
-    # 1. Tempo: the user's, or the one whose bar lines meet the cuts best.
+    # 1. Tempo: the user's (one tempo), or a map whose bar lines meet the cuts (one tempo when that fits).
     if options.tempo is not None:
         tempo = float(options.tempo)
         if not TEMPO_LIMITS[0] <= tempo <= TEMPO_LIMITS[1]:
             raise BgmgenError(f"tempo {tempo:g} BPM is outside {TEMPO_LIMITS[0]:g}..{TEMPO_LIMITS[1]:g}")
+        tempos = np.full(_bars_for(duration, BEATS_PER_BAR * SECONDS_PER_MINUTE / tempo), tempo)
     else:
         target = suggested_tempo(tension, mean_motion, len(cuts) * SECONDS_PER_MINUTE / duration)
-        tempo = choose_tempo(cuts, target, options.min_tempo, options.max_tempo)
-    bar_duration = BEATS_PER_BAR * SECONDS_PER_MINUTE / tempo
-    n_bars = _bars_for(duration, bar_duration)
-    error = alignment_error(cuts, bar_duration)
-    log.info("plan: %.2f BPM, %d bars, cuts off their bar lines by %.3f s on average", tempo, n_bars, error)
+        centre = choose_tempo(cuts, target, options.min_tempo, options.max_tempo)
+        fitted = fit_tempo_map(cuts, duration, centre, target, (options.min_tempo, options.max_tempo))
+        # A map is rounded for the JSON (0.001 BPM moves a bar line by microseconds), which also merges
+        # the solver's last-digit noise into one tempo.
+        if np.ptp(fitted) > 0:
+            fitted = np.round(fitted, 3)
+            tempos = bars_to_cover(duration, fitted, float(fitted[-1]))
+        else:
+            tempos = fitted
+    tempo, tempo_map = changes_from_tempos(tempos)
+    n_bars = len(tempos)
+    aligned = cut_alignment(cuts, tempos)
+    error = aligned.mean_error
+    log.info("plan: %.2f BPM (%.1f..%.1f, %d changes), %d bars, cuts off their bar lines by %.3f s on average",
+             tempo, tempos.min(), tempos.max(), len(tempo_map), n_bars, error)  # fmt: skip
+    edges = bar_edges(tempos)
 
-    # 2. Segments: cuts snap to their nearest bar line, then merge/split to phrase sizes.
-    cut_bars = sorted({int(round(c / bar_duration)) for c in cuts})
+    # 2. Segments: cuts on bar lines start segments, merged/split to phrase sizes; every cut gets a hit.
+    # Only cuts on a downbeat start a segment there; the others get a hit on their beat.
+    cut_bars = sorted({int(round(p)) for p, down in zip(aligned.positions, aligned.on_downbeat) if down})
     segments = make_segments(cut_bars, n_bars)
 
     # 3. Key and chords: a fresh progression per segment, a cadence in the last one.
     rng = np.random.default_rng(options.seed)
-    key = choose_key(options, brightness, rng)
+    key = choose_key(options, brightness, np.random.default_rng([options.seed, video_fingerprint(analysis)]))
     bank = bank if bank is not None else ProgressionBank.load()
-    energy_curve = _bar_means(analysis, analysis.energy, n_bars, bar_duration, duration)
+    energy_curve = _bar_means(analysis, analysis.energy, edges, duration)
     if len(cues.frame_times):
-        clip_tension = _pool_per_bar(cues.frame_times, cues.frame_tension, bar_duration, n_bars)
+        positions = position_of_time(np.asarray(cues.frame_times, float), tempos, edges)
+        clip_tension = _pool_per_bar(np.atleast_1d(positions), cues.frame_tension, 1.0, n_bars)
         energy_curve = (1 - CLIP_ENERGY_WEIGHT) * energy_curve + CLIP_ENERGY_WEIGHT * clip_tension
     chords: list[str] = []
     reusable: dict[tuple[int, bool], list[str]] = {}
@@ -463,17 +561,16 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
                 reusable.setdefault(kind, labels)
         chords.extend(labels)
 
-    # 4. Per-bar levels: follow the picture's energy, ranged by tension, lifted after cuts, eased at the end.
-    motion_curve = _bar_means(analysis, motion, n_bars, bar_duration, duration)
+    # 4. Per-bar levels: follow the picture's energy, ranged by tension; an arc on top: build into big
+    # cuts, lift on them, fall away over the last bars.
+    motion_curve = _bar_means(analysis, motion, edges, duration)
     energy = _levels(energy_curve, 0.15 + 0.3 * tension, 0.55 + 0.45 * tension)
     density = _levels(0.7 * energy_curve + 0.3 * motion_curve, 0.1 + 0.3 * tension, 0.5 + 0.5 * tension)
-    for segment in segments[1:]:
-        if segment.start_bar in cut_bars:
-            energy[segment.start_bar] += CUT_LIFT
-            density[segment.start_bar] += CUT_LIFT
-    if n_bars > 1:
-        energy[-1] *= ENDING_ENERGY
-        density[-1] *= ENDING_DENSITY
+    arc = energy_arc(n_bars, [s.start_bar for s in segments[1:] if s.start_bar in cut_bars], energy_curve)
+    energy, density = energy + arc, density + arc
+    fall = ending_fall(n_bars)
+    energy *= 1.0 - (1.0 - ENDING_ENERGY) * fall
+    density *= 1.0 - (1.0 - ENDING_DENSITY) * fall
 
     plan = Plan(
         duration=duration,
@@ -486,11 +583,14 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         energy=[round(float(v), 4) for v in np.clip(energy, 0.0, 1.0)],
         cuts=cuts,
         cut_alignment_error=error,
-        mood={"tension": tension, "brightness": brightness},
+        mood={"tension": tension, "brightness": brightness, **_mood_cues(analysis.mood)},
         seed=options.seed,
         clip_mood=clip_mood,
         analysers=[str(a) for a in getattr(analysis, "analysers", [])],
         style=options.style if options.style is not None else default_style(tension, brightness, tempo),
+        tempo_map=tempo_map,
+        hits=[h for h in hit_steps(aligned) if h < n_bars * STEPS_PER_BAR],
+        cut_alignment={k: round(v, 4) for k, v in aligned.figures().items()},
     )
     if cues.captions:
         spans = [(plan.bar_start(s.start_bar), min(plan.bar_start(s.end_bar), duration)) for s in segments]

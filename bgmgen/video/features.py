@@ -199,10 +199,11 @@ def segment_features(analysis: Any, plan: Any) -> SegmentFeatures:
     times = extras.get(CLIP_TIMES_KEY)
     clip_bar = clip_seg = mood_bar = None
     if times is not None and len(times):
-        clip_bar = pool_per_bar(times, extras[CLIP_EMBEDDINGS_KEY], plan.bar_duration, plan.n_bars)
+        positions = np.atleast_1d(plan.bar_position(np.asarray(times, float)))  # in bars, so the tempo map is followed
+        clip_bar = pool_per_bar(positions, extras[CLIP_EMBEDDINGS_KEY], 1.0, plan.n_bars)
         clip_bar /= np.maximum(np.linalg.norm(clip_bar, axis=1, keepdims=True), 1e-8)
         clip_seg = pool_per_segment(clip_bar, plan.segments)
-        mood_bar = pool_per_bar(times, extras[CLIP_MOOD_KEY], plan.bar_duration, plan.n_bars)
+        mood_bar = pool_per_bar(positions, extras[CLIP_MOOD_KEY], 1.0, plan.n_bars)
     captions = list(plan.captions)
     caption_emb = None
     if captions and CAPTION_EMBEDDINGS_KEY in extras:

@@ -34,15 +34,23 @@ CHANGE_FULL = 0.25  # change in (brightness + colourfulness) over that span that
 ENERGY_SMOOTH_S = 1.0  # seconds of the moving average that smooths energy
 CUT_DECAY_S = 1.0  # seconds over which a cut's contribution to energy fades
 CUTS_PER_MINUTE_SCALE = 20.0  # cut rate that maps to 1 - 1/e of cut tension
+FLICKER_FULL = 0.05  # mean brightness change over CHANGE_SPAN_S that counts as fully changing light
+WARMTH_FULL = 0.15  # mean (red - blue) / 255 that counts as fully warm (tungsten light); minus it fully cool
+ORDINARY_LIGHT = 0.35  # mean light of ordinary footage: neither bright nor dark for the key's mode
 _DECODE_SHARE = {"transnetv2": 0.4}  # progress share of decoding when the detector is slow; 0.95 otherwise
 
 
 @dataclass(frozen=True)
 class Mood:
-    """Overall character of the video, each 0..1."""
+    """Overall character of the video, each 0..1, and the cues it was judged from."""
 
-    tension: float  # 0 calm .. 1 tense (from motion level and cut rate)
-    brightness: float  # 0 dark .. 1 bright (from luma and colourfulness)
+    tension: float  # 0 calm .. 1 tense (motion pace, cut rate, changes of light over time)
+    brightness: float  # 0 dark/sombre .. 1 bright/cheerful: picks the key's mode (light, warmth, colour, pace)
+    pace: float = 0.5  # mean motion 0..1
+    cut_rate: float = 0.0  # 0..1 from cuts per minute (1 - exp(-cpm / CUTS_PER_MINUTE_SCALE))
+    warmth: float = 0.5  # colour temperature 0 cool/blue .. 0.5 neutral .. 1 warm/orange
+    saturation: float = 0.0  # mean colourfulness 0..1
+    flicker: float = 0.0  # 0..1, how much the light changes over half-second spans
 
 
 @dataclass
@@ -139,16 +147,47 @@ def energy_curve(
     return np.clip(_moving_average(raw, max(1, round(ENERGY_SMOOTH_S * fps))), 0.0, 1.0)
 
 
+def colour_warmth(frames: np.ndarray) -> np.ndarray:
+    """Colour temperature per frame of uint8 RGB frames [n, H, W, 3]: mean (red - blue) / 255, -1 .. 1
+    (daylight blue skies are negative, tungsten-lit rooms and sunsets positive)."""
+    rgb = frames.reshape(len(frames), -1, 3)
+    return ((rgb[..., 0].mean(axis=1) - rgb[..., 2].mean(axis=1)) / 255.0).astype(np.float32)
+
+
+def light_changes(brightness: np.ndarray, fps: float) -> float:
+    """Mean |change of brightness| over CHANGE_SPAN_S, scaled so FLICKER_FULL counts as 1."""
+    span = max(1, round(CHANGE_SPAN_S * fps))
+    if len(brightness) <= span:
+        return 0.0
+    return float(np.clip(np.abs(brightness[span:] - brightness[:-span]).mean() / FLICKER_FULL, 0.0, 1.0))
+
+
 def estimate_mood(
-    motion: np.ndarray, brightness: np.ndarray, colourfulness: np.ndarray, cuts: list[float], duration: float
+    motion: np.ndarray, brightness: np.ndarray, colourfulness: np.ndarray, cuts: list[float], duration: float,
+    warmth: np.ndarray | None = None, fps: float = ANALYSIS_FPS,
 ) -> Mood:
-    """Mood from the mean signals: tension from motion and cut rate, brightness from luma lifted by colour."""
+    """Mood from the picture's signals (per-frame arrays at ``fps``; ``warmth`` from ``colour_warmth``).
+
+    Tension: motion pace, cut rate and how much the light changes. Brightness (which picks major or
+    minor): light relative to ordinary footage (mean luma 0.35, not 0.5: most video is darker than mid
+    grey, and a lamp-lit room is not sad), raised by warm colour, saturated colour and lively motion.
+    """
+    pace = float(motion.mean()) if len(motion) else 0.0
     cuts_per_minute = 60.0 * len(cuts) / max(duration, 1.0)
-    cut_tension = 1.0 - np.exp(-cuts_per_minute / CUTS_PER_MINUTE_SCALE)
-    tension = 0.65 * float(motion.mean()) + 0.35 * cut_tension
+    cut_rate = float(1.0 - np.exp(-cuts_per_minute / CUTS_PER_MINUTE_SCALE))
+    flicker = light_changes(brightness, fps)
+    tension = 0.65 * pace + 0.35 * cut_rate + 0.15 * flicker
+    saturation = float(colourfulness.mean()) if len(colourfulness) else 0.0
     # Colour makes a dim picture feel lighter, but cannot make white brighter.
-    light = brightness + 0.3 * colourfulness * (1.0 - brightness)
-    return Mood(tension=float(np.clip(tension, 0, 1)), brightness=float(np.clip(light.mean(), 0, 1)))
+    light = float((brightness + 0.3 * colourfulness * (1.0 - brightness)).mean()) if len(brightness) else 0.5
+    warm = float(np.mean(warmth)) if warmth is not None and len(warmth) else 0.0
+    warm_score = float(np.clip(warm / WARMTH_FULL, -1.0, 1.0))
+    valence = (0.5 + 1.2 * (light - ORDINARY_LIGHT) + 0.15 * warm_score + 0.1 * (saturation - 0.15)
+               + 0.08 * (pace - 0.3))  # fmt: skip
+    return Mood(
+        tension=float(np.clip(tension, 0, 1)), brightness=float(np.clip(valence, 0, 1)), pace=pace,
+        cut_rate=cut_rate, warmth=float(0.5 + 0.5 * warm_score), saturation=saturation, flicker=flicker,
+    )
 
 
 def analyze_video(
@@ -192,11 +231,12 @@ def analyze_video(
     log.debug("decoded %d frames of %s at %.0f fps", n, info.path, fps)
 
     cuts = detector.detect(frames, fps, progress=lambda f: report(decode_share + (1 - decode_share) * f))
+    warmth = colour_warmth(frames)
     del frames
     brightness, colourfulness = np.concatenate(lumas), np.concatenate(colours)
     motion = motion_from_changes(np.concatenate(changes), cuts, fps)
     energy = energy_curve(motion, brightness, colourfulness, cuts, fps)
-    mood = estimate_mood(motion, brightness, colourfulness, cuts, info.duration)
+    mood = estimate_mood(motion, brightness, colourfulness, cuts, info.duration, warmth, fps)
     analysers, extras = ["embedded-signals", detector.name], {}
     if features is not None:
         from bgmgen.video.features import extract_features

@@ -102,7 +102,7 @@ def test_long_video_is_quick(bank):
     start = time.perf_counter()
     plan = make_plan(analysis, PlanOptions(), bank)
     assert time.perf_counter() - start < 3.0
-    assert plan.n_bars * plan.bar_duration >= 600.0 > (plan.n_bars - 1) * plan.bar_duration
+    assert plan.bar_start(plan.n_bars) >= 600.0 > plan.bar_start(plan.n_bars - 1)
     assert all(s.n_bars >= 1 for s in plan.segments) and max(s.n_bars for s in plan.segments) <= 8
 
 
@@ -247,3 +247,23 @@ def test_step_time_follows_the_bars(bank):
     plan = make_plan(FakeAnalysis(12.0, cuts=[4.0, 8.0], tension=0.2), PlanOptions(), bank)
     assert plan.step_time(16) == pytest.approx(plan.bar_start(1))
     np.testing.assert_allclose(plan.step_time(np.array([0, 4, 32])), [0.0, plan.beat_duration, plan.bar_start(2)])
+
+
+def test_energy_builds_into_a_big_cut_and_falls_away_at_the_end(bank):
+    # A flat picture: the arc alone shapes the levels.
+    plan = make_plan(FakeAnalysis(32.0, cuts=[16.0]), PlanOptions(tempo=120), bank)  # cut at bar 8 of 16
+    energy, density = np.array(plan.energy), np.array(plan.density)
+    assert energy[5] < energy[6] < energy[7] < energy[8]  # builds over two bars, peaks on the cut
+    assert density[5] < density[7] < density[8]
+    assert energy[10] < energy[8]  # and settles after it
+    assert energy[-1] < energy[-2] < energy[-3] < energy[10]  # falls away over the last bars
+    no_cut = make_plan(FakeAnalysis(32.0), PlanOptions(tempo=120), bank)
+    assert np.ptp(no_cut.energy[:12]) < 0.02  # no cut, no build
+
+
+def test_tonic_depends_on_the_video_as_well_as_the_seed(bank):
+    videos = [FakeAnalysis(20.0 + 1.3 * i, tension=0.3, brightness=0.7) for i in range(12)]
+    keys = [make_plan(v, PlanOptions(seed=1), bank).key for v in videos]
+    assert len(set(keys)) >= 4  # one seed, twelve videos: spread over keys
+    assert keys == [make_plan(v, PlanOptions(seed=1), bank).key for v in videos]  # same video and seed, same key
+    assert all(k.endswith("major") for k in keys)  # the mode still follows the mood

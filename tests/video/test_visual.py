@@ -91,9 +91,29 @@ def test_estimate_mood_from_signals():
     calm = visual.estimate_mood(np.zeros(n), np.full(n, 0.2), np.zeros(n), [], 10.0)
     tense = visual.estimate_mood(np.full(n, 0.9), np.full(n, 0.2), np.zeros(n), [1.0, 2.0, 3.0, 4.0], 10.0)
     assert calm.tension == 0.0 and tense.tension > 0.8
-    assert calm.brightness == pytest.approx(0.2)
+    assert calm.brightness < 0.35  # dim grey and still: sombre, a minor key
     colourful = visual.estimate_mood(np.zeros(n), np.full(n, 0.2), np.full(n, 1.0), [], 10.0)
     assert colourful.brightness > calm.brightness
+
+
+def test_mood_reads_warmth_and_changing_light():
+    n = 250
+    grey = np.full(n, 0.3)
+    neutral = visual.estimate_mood(np.zeros(n), grey, np.zeros(n), [], 10.0, np.zeros(n))
+    warm = visual.estimate_mood(np.zeros(n), grey, np.zeros(n), [], 10.0, np.full(n, 0.2))
+    cool = visual.estimate_mood(np.zeros(n), grey, np.zeros(n), [], 10.0, np.full(n, -0.2))
+    # A lamp-lit room at ordinary light is cheerful (major), the same light cold and blue is not.
+    assert cool.brightness < 0.5 < warm.brightness and warm.warmth == 1.0 and cool.warmth == 0.0
+    assert neutral.warmth == 0.5
+    flashing = visual.estimate_mood(np.zeros(n), 0.3 + 0.2 * (np.arange(n) // 12 % 2), np.zeros(n), [], 10.0)
+    assert flashing.flicker == 1.0 and flashing.tension > neutral.tension + 0.1
+
+
+def test_colour_warmth_of_frames():
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    frames[0, ..., 0] = 255  # red
+    frames[1, ..., 2] = 255  # blue
+    assert visual.colour_warmth(frames).tolist() == pytest.approx([1.0, -1.0])
 
 
 def test_progress_is_monotonic_and_ends_at_one(tmp_path):
