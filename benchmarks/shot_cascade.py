@@ -72,7 +72,8 @@ def compare(frames, full, cascade) -> dict:
     start = time.perf_counter()
     cascade_cuts = cascade.detect(frames, FPS)
     cascade_s = time.perf_counter() - start
-    scored = sum(b - a for a, b in candidate_regions(frames))
+    regions = candidate_regions(frames)
+    scored = sum(b - a for a, b in full._windows(0, len(frames)) if any(s < b and a < e for s, e in regions))
     hits = matched(full_cuts, cascade_cuts, TOLERANCE_FRAMES / FPS + 1e-6)
     return {"frames": len(frames), "full": full_cuts, "cascade": cascade_cuts, "found": hits,
             "extra": len(cascade_cuts) - matched(cascade_cuts, full_cuts, TOLERANCE_FRAMES / FPS + 1e-6),

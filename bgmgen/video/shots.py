@@ -64,7 +64,7 @@ _MAX_WINDOW_FRAMES = 300  # longest window; ~1.3 MB of activations per frame, so
 # The cascade: TransNetV2 looks only where a cheap colour-histogram signal says the picture changes. A frame
 # is a candidate when its histogram moved by at least _CANDIDATE_STEP since the last frame or by
 # _CANDIDATE_DRIFT over the last _DRIFT_LAG frames (gradual transitions: dissolves, fades); the network
-# then scores every frame within _CANDIDATE_MARGIN of a candidate, with its usual context around that.
+# then runs every window (of the full pass) that holds a frame within _CANDIDATE_MARGIN of a candidate.
 # Measured on tests/data and ../shared/data/videos: hard cuts jump by >= 0.29 (the median frame by 0.01-0.05),
 # cuts drift by >= 0.63 over 12 frames (handheld footage by 0.12-0.15 in the median, 0.3 in the 90th percentile).
 _CANDIDATE_STEP = 0.15  # total-variation distance between 512-bin histograms, 0..1
@@ -171,8 +171,7 @@ def candidate_regions(frames: np.ndarray, margin: int = _CANDIDATE_MARGIN) -> li
     regions: list[tuple[int, int]] = []
     for i in np.flatnonzero(candidate):
         start, end = max(0, int(i) - margin - _DRIFT_LAG), min(n, int(i) + margin + 1)
-        # Regions closer than two contexts are cheaper as one (each window costs 2 x 25 frames of context).
-        if regions and start <= regions[-1][1] + 2 * _CONTEXT_FRAMES:
+        if regions and start <= regions[-1][1]:
             regions[-1] = (regions[-1][0], max(regions[-1][1], end))
         else:
             regions.append((start, end))
@@ -219,7 +218,7 @@ class TransNetV2Detector:
         self.threshold = threshold  # on the single-frame head's probability
         self.max_window = max(max_window, 2 * _CONTEXT_FRAMES + 1)
         self.precision = precision  # "auto": bf16 on CPUs with native bf16, else fp32; GPUs use fp32
-        self.cascade = cascade  # score only the frames around candidate_regions (same cuts, far less compute)
+        self.cascade = cascade  # score only the windows that hold candidate_regions (same cuts, less compute)
         self._model = None
 
     def _autocast(self, torch):
@@ -243,7 +242,7 @@ class TransNetV2Detector:
     def predict(self, frames: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Per-frame probability (float32 [N]) that frame i is the last frame before a transition.
 
-        With the cascade on, frames outside ``candidate_regions`` are not scored and get 0.
+        With the cascade on, windows without a frame of ``candidate_regions`` are not scored: their frames get 0.
         """
         import torch
 
@@ -251,13 +250,17 @@ class TransNetV2Detector:
             raise BgmgenError(f"TransNetV2 needs frames of shape [N, 27, 48, 3], got {list(frames.shape)}")
         n = len(frames)
         out = np.zeros(n, np.float32)
-        regions = candidate_regions(frames) if self.cascade else [(0, n)] if n else []
-        if not regions:
+        # The cascade runs the very windows the full pass would (same frames, same context, so the same
+        # probabilities), but only those that hold a candidate region.
+        windows = self._windows(0, n) if n else []
+        if self.cascade:
+            regions = candidate_regions(frames)
+            windows = [(a, b) for a, b in windows if any(start < b and a < end for start, end in regions)]
+        if not windows:
             if progress is not None:
                 progress(1.0)
             return out
         model = self._get_model()
-        windows = [w for start, end in regions for w in self._windows(start, end)]
         threads_before = torch.get_num_threads()
         torch.set_num_threads(min(threads_before, _usable_cpus()))
         try:
