@@ -7,11 +7,14 @@ then times, in one run:
 - each stage through the library (``bgmgen.pipeline.Scorer``): probe, model load, analyse (with a
   separate breakdown of its decode, TransNetV2 load and inference), plan, compose, render, mux;
 - the wall time of a whole ``bgmgen score`` run in a fresh process (imports and model loads included);
+- the same for a short clip (``--short``, default 10 s of the same kind), as a new user would first try;
 
 and prints a markdown table with the ratio of the total to the ffmpeg decode and the peak memory
 (RSS) of each. With ``--repeat N`` every number is the median of N runs.
 
-    python benchmarks/end_to_end.py [--duration 60] [--repeat 1] [--device cpu] [--json out.json]
+    python benchmarks/end_to_end.py [--duration 60] [--short 10] [--repeat 1] [--device cpu] [--json out.json]
+
+It prints the CPU model and whether it computes bfloat16 natively (TransNetV2 then runs in bf16).
 """
 
 from __future__ import annotations
@@ -124,14 +127,20 @@ def analyse_breakdown(clip: Path, device: str) -> dict[str, float]:
     start = time.perf_counter()
     frames = np.concatenate(list(iter_frames(info, fps=ANALYSIS_FPS, size=ANALYSIS_SIZE)))
     decode = time.perf_counter() - start
-    detector = TransNetV2Detector(device=device)
+    full = TransNetV2Detector(device=device, cascade=False)
     start = time.perf_counter()
-    detector.detect(frames[:1], ANALYSIS_FPS)  # the first call loads the weights (one tiny window)
+    full._get_model()
     load = time.perf_counter() - start
     start = time.perf_counter()
-    detector.detect(frames, ANALYSIS_FPS)
+    full.detect(frames, ANALYSIS_FPS)
     infer = time.perf_counter() - start
-    return {"decode 48x27 @ 25 fps": decode, "TransNetV2 load": load, "TransNetV2 inference": infer}
+    cascade = TransNetV2Detector(device=device, cascade=True)
+    cascade._model = full._model
+    start = time.perf_counter()
+    cascade.detect(frames, ANALYSIS_FPS)
+    infer_cascade = time.perf_counter() - start
+    return {"decode 48x27 @ 25 fps": decode, "TransNetV2 load": load, "TransNetV2 inference, every frame": infer,
+            "TransNetV2 inference, cascade (the default)": infer_cascade}  # fmt: skip
 
 
 def cpu_model() -> str:
@@ -187,6 +196,9 @@ def report(runs: list[dict], meta: dict) -> str:
                 lines.append(row(f"&nbsp;&nbsp;of which {part} (timed alone)", col(part, "analyse parts")))
     lines.append(row("**library total** (stages above)", [sum(r["stages"].values()) for r in runs]))
     lines.append(row("**`bgmgen score` wall time** (new process, imports included)", col("bgmgen score", "baseline")))
+    if "short clip" in runs[0]["baseline"]:
+        lines.append(f"| **`bgmgen score` wall time, {meta['short']:g} s clip** (from the command's start) "
+                     f"| {_cell(col('short clip', 'baseline'))} | - |")  # fmt: skip
     rss = {key: _median([r["peak_rss_mib"][key] for r in runs]) for key in runs[0]["peak_rss_mib"]}
     facts = runs[0]["facts"]
     lines += [
@@ -205,6 +217,7 @@ def report(runs: list[dict], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of video (default 60)")
+    parser.add_argument("--short", type=float, default=10.0, help="seconds of the short clip; 0 skips it (default 10)")
     parser.add_argument("--repeat", type=int, default=1, help="runs to take the median of (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -214,10 +227,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bgmgen.video.shots import _cpu_has_native_bf16
+
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="minutes"),
         "cpu": cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
+        "native_bf16": _cpu_has_native_bf16(torch),
+        "short": args.short,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -231,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         clip = Path(tmp) / "bench.mp4"
         print(f"making a {args.duration:g} s {SIZE[0]}x{SIZE[1]} clip ...", file=sys.stderr)
         meta["cuts"] = make_clip(clip, args.duration)
+        short_clip = Path(tmp) / "short.mp4"
+        if args.short > 0:
+            make_clip(short_clip, args.short)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         for i in range(args.repeat):
             print(f"run {i + 1}/{args.repeat} ...", file=sys.stderr)
@@ -243,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             cli = [sys.executable, "-m", "bgmgen.cli", "score", str(clip), "-o", str(Path(tmp) / "cli.scored.mp4"),
                    "--force", "--quiet", "--device", args.device]  # fmt: skip
             run["baseline"]["bgmgen score"], run["peak_rss_mib"]["bgmgen score"] = run_child(cli, cwd=REPO, env=env)
+            if args.short > 0:
+                cli[4], cli[6] = str(short_clip), str(Path(tmp) / "short.scored.mp4")
+                run["baseline"]["short clip"], _ = run_child(cli, cwd=REPO, env=env)
             runs.append(run)
     meta["load_after"] = os.getloadavg()
     print(
-        f"{meta['date']}, {meta['cpu']}, {meta['cpus']} CPUs (torch threads {meta['torch_threads']}), "
+        f"{meta['date']}, {meta['cpu']} ({'native bf16' if meta['native_bf16'] else 'no native bf16'}), "
+        f"{meta['cpus']} CPUs (torch threads {meta['torch_threads']}), "
         f"load average before {meta['load_before'][0]:.2f} / after {meta['load_after'][0]:.2f}; "
         f"Python {meta['python']}, torch {meta['torch']}, {meta['ffmpeg']}\n"
     )

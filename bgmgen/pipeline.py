@@ -18,14 +18,14 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bgmgen.errors import BgmgenError
+from bgmgen.errors import BgmgenError, ModelError, OutputError
 from bgmgen.files import new_partial
-from bgmgen.errors import OutputError
 from bgmgen.music.arrange import Arrangement, arrange
 from bgmgen.music.midi import write_arrangement
 from bgmgen.music.plan import Plan, PlanOptions, make_plan
@@ -78,6 +78,8 @@ class ScoreResult:
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is an error."""
+    if device == "cpu":
+        return device  # without importing torch, which the Scorer's model-loading thread does meanwhile
     import torch
 
     if device == "auto":
@@ -93,12 +95,26 @@ class Scorer:
     """Loads the music model once and scores any number of videos (``batch`` reuses one)."""
 
     def __init__(self, options: ScoreOptions = ScoreOptions()):
-        from bgmgen.music.generate import MusicGenerator
-
         self.options = options
         self.device = resolve_device(options.device)
-        self.generator = MusicGenerator.from_checkpoint(options.checkpoint, self.device, options.sampler)
+        if options.checkpoint is not None and not Path(options.checkpoint).is_file():
+            raise ModelError(f"music model checkpoint not found: {options.checkpoint}")  # before any work
+        # Importing torch and loading the music model take seconds on a cold start: a thread does it while the
+        # first video is probed and decoded (ffmpeg and numpy leave the GIL free); compose waits for it.
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgmgen-model-load")
+        self._generator: Future = loader.submit(self._load_generator)
+        loader.shutdown(wait=False)
         self.feature_models = FeatureModels()  # CLIP/BLIP/BERT, loaded on first use, kept for the next video
+
+    def _load_generator(self):
+        from bgmgen.music.generate import MusicGenerator
+
+        return MusicGenerator.from_checkpoint(self.options.checkpoint, self.device, self.options.sampler)
+
+    @property
+    def generator(self):
+        """The music generator (``MusicGenerator``), waiting for the loading thread; raises what loading raised."""
+        return self._generator.result()
 
     def compose(self, plan: Plan, progress: Progress | None = None) -> GeneratedParts:
         report = progress or (lambda stage, fraction: None)

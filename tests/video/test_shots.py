@@ -125,9 +125,11 @@ def test_histogram_scores_are_histogram_distances(monkeypatch):
 def test_transnet_windows_agree_with_each_other(transnet, clips):
     # Short windows force several window boundaries inside the clip; the cuts must not move.
     frames, truth = clips["patterns"][0][:75], clips["patterns"][1]  # cuts at frames 50 and 73
-    short = shots.TransNetV2Detector(max_window=75)  # three windows of 25 frames plus 2 x 25 of context
+    short = shots.TransNetV2Detector(max_window=75, cascade=False)  # three windows of 25 frames plus 2 x 25 of context
     short._model = transnet._get_model()  # share the loaded weights
-    long_probs, short_probs = transnet.predict(frames), short.predict(frames)
+    full = shots.TransNetV2Detector(cascade=False)
+    full._model = short._model
+    long_probs, short_probs = full.predict(frames), short.predict(frames)
     assert long_probs.shape == short_probs.shape == (len(frames),)
     assert np.abs(long_probs - short_probs).max() < 0.1
     _assert_cuts_match(short.detect(frames, FPS), truth)
@@ -186,12 +188,11 @@ def test_transnet_matches_reference_inference(transnet, precision):
     import torch
 
     frames = _frames(DATA_DIR / "bbb_opening_cuts.webm")[:400]  # the fade-in and the first cut
-    model = transnet._get_model()
     with torch.inference_mode():
-        reference, _ = model.predict_frames(torch.from_numpy(frames), quiet=True)
+        reference, _ = shots.load_reference_transnet("cpu").predict_frames(torch.from_numpy(frames), quiet=True)
     reference = reference.numpy()
-    ours = shots.TransNetV2Detector(precision=precision)
-    ours._model = model
+    ours = shots.TransNetV2Detector(precision=precision, cascade=False)  # every frame scored, as the reference
+    ours._model = transnet._get_model()
     probs = ours.predict(frames)
     assert np.abs(probs - reference).max() < 0.05  # longer windows see a little more context
     assert shots.transition_times(probs, 0.5, FPS, 1) == shots.transition_times(reference, 0.5, FPS, 1)

