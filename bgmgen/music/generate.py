@@ -222,7 +222,8 @@ def _window_starts(plan: Plan) -> tuple[list[int], int]:
 
 def _take_up_returning(melody: np.ndarray, plan: Plan, returns: dict[int, int], new_bars: range) -> None:
     """Copy an earlier segment's melody into the bars of ``new_bars`` whose segment returns (same
-    chords), where the earlier bars are already written; the model's own bars stay elsewhere."""
+    chords); the earlier bars are written (in this window or before). The model's own bars stay
+    elsewhere, and the bars after a returning segment continue from it as the next window's context."""
     for bar in new_bars:
         if bar >= plan.n_bars:
             break
@@ -230,5 +231,5 @@ def _take_up_returning(melody: np.ndarray, plan: Plan, returns: dict[int, int], 
         if segment not in returns:
             continue
         source = plan.segments[returns[segment]].start_bar + bar - plan.segments[segment].start_bar
-        if source < new_bars.start:
+        if source < bar:
             melody[:, bar * STEPS_PER_BAR : (bar + 1) * STEPS_PER_BAR] = melody[:, source * STEPS_PER_BAR : (source + 1) * STEPS_PER_BAR]
