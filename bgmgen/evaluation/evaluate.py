@@ -283,32 +283,43 @@ def sample_row(generator, windows: TestWindows, options: SamplerOptions, seed: i
 
 
 def sample_pieces(generator, windows: TestWindows, options: SamplerOptions, seed: int) -> np.ndarray:
-    """The model's 32-bar pieces, window after window, each continuing the last (as ``generate`` does)."""
+    """The model's 32-bar pieces, window after window, each continuing the last (as ``generate`` does);
+    a cascade writes each window's melody, then its accompaniment under it, and returns both in one."""
     import torch
 
     from bgmgen.music.conditioning import build_batch
-    from bgmgen.music.generate import HOP_BARS, OVERLAP_BARS
+    from bgmgen.music.generate import HOP_BARS, OVERLAP_BARS, one_voice
     from bgmgen.music.roll import WINDOW_STEPS
     from bgmgen.music.sampler import sample_rolls
 
     corpus, starts = windows.corpus, np.asarray(windows.piece_starts)
     torch_generator = torch.Generator(device=generator.device).manual_seed(seed)
     index_of = {int(s): i for i, s in enumerate(corpus.window_starts)}
-    pieces = np.zeros((len(starts), 2, PIECE_BARS * STEPS_PER_BAR, N_PITCHES), dtype=np.float32)
+    cascade = generator.melody_model is not None
+    shape = (len(starts), 2, PIECE_BARS * STEPS_PER_BAR, N_PITCHES)
+    pieces, melodies = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
     for k, bar in enumerate(range(0, PIECE_BARS - OVERLAP_BARS, HOP_BARS)):
         first = bar * STEPS_PER_BAR
+        span = slice(first, first + WINDOW_STEPS)
         index = np.array([index_of[int(s) + first] for s in starts])
-        _, chroma, root, bass, features, segments = corpus.windows(index)
         known = 0 if k == 0 else OVERLAP_BARS * STEPS_PER_BAR
-        context = torch.as_tensor(pieces[:, :, first : first + WINDOW_STEPS])
-        cond = build_batch(chroma, root, bass, features, segments, context, torch.full((len(starts),), known))
+        known_steps = torch.full((len(starts),), known)
+        melody = None
+        if cascade:
+            _, chroma, root, bass, features, segments = corpus.windows(index, part="melody")
+            cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(melodies[:, :, span]), known_steps)
+            new = sample_rolls(generator.melody_model, cond.to(generator.device), options, torch_generator).cpu().numpy()
+            melodies[:, :, first + known : first + WINDOW_STEPS] = np.stack([one_voice(r) for r in new])[:, :, known:]
+            melody = torch.as_tensor(melodies[:, :, span])
+        _, chroma, root, bass, features, segments = corpus.windows(index, part="accompaniment" if cascade else "all")
+        cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(pieces[:, :, span]), known_steps, melody)
         new = sample_rolls(generator.model, cond.to(generator.device), options, torch_generator).cpu().numpy()
         pieces[:, :, first + known : first + WINDOW_STEPS] = new[:, :, known:]
-    return pieces
+    return np.maximum(pieces, melodies) if cascade else pieces
 
 
-def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions, repeats: int = 3) -> float:
-    """Wall time to write one 8-bar window alone (what a user waits for), median of ``repeats``."""
+def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions, repeats: int = 3, cascade_windows=None) -> float:
+    """Wall time to write one 8-bar window alone (what a user waits for; a cascade: both parts), median of ``repeats``."""
     import torch
 
     from bgmgen.music.sampler import sample_rolls
@@ -317,7 +328,11 @@ def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions,
     times = []
     for r in range(repeats):
         start = time.perf_counter()
-        sample_rolls(generator.model, cond, options, torch.Generator(device=generator.device).manual_seed(r))
+        if cascade_windows is not None:
+            one = PartWindows(**{**cascade_windows.__dict__, "melody": cascade_windows.melody[:1]})
+            sample_cascade(generator, one, options, r, 1)
+        else:
+            sample_rolls(generator.model, cond, options, torch.Generator(device=generator.device).manual_seed(r))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -340,8 +355,12 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
     generator = None
     if any(r in MODEL_ROWS for r in options.rows):
         generator = MusicGenerator.from_checkpoint(options.checkpoint, options.device, options.sampler, options.melody_checkpoint)
-        if generator.melody_model is not None:
-            raise BgmgenError("the whole-roll rows need a single-roll checkpoint; a cascade is measured by the per-part rows")
+    cascade_windows = None
+    if generator is not None and generator.melody_model is not None:
+        # A cascade's whole roll is its two parts in one, written for the same windows.
+        pick = np.random.default_rng(options.seed)
+        index = np.sort(pick.choice(len(windows.corpus.window_starts), size=len(windows.real), replace=False))
+        cascade_windows = load_part_windows(options, windows.corpus, index)
     rng = np.random.default_rng(options.seed)
     for row in whole_rows:
         seconds = float("nan")
@@ -355,12 +374,15 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
             pieces = np.array([chord_arpeggio(d, c) for d, c in zip(piece_density, piece_chords)])
         else:
             sampler = replace(options.sampler, **MODEL_ROWS[row])
-            rolls = sample_row(generator, windows, sampler, options.seed, options.batch_size, lambda f: report(row, 0.8 * f))
             pieces = None
+            if cascade_windows is not None:
+                rolls = np.maximum(*sample_cascade(generator, cascade_windows, sampler, options.seed, options.batch_size))
+            else:
+                rolls = sample_row(generator, windows, sampler, options.seed, options.batch_size, lambda f: report(row, 0.8 * f))
             if sampler.steps <= options.si_max_steps and windows.piece_starts:
                 pieces = sample_pieces(generator, windows, sampler, options.seed)
             report(row, 0.9)
-            seconds = seconds_per_window(generator, windows, sampler, repeats=1 if sampler.steps > 100 else 3)
+            seconds = seconds_per_window(generator, windows, sampler, repeats=1 if sampler.steps > 100 else 3, cascade_windows=cascade_windows)
         results[row] = {**row_metrics(rolls, windows, pieces), "seconds_per_8_bars": seconds}
         report(row, 1.0)
         log.info("evaluated %s: %s", row, results[row])
