@@ -288,7 +288,7 @@ def sample_pieces(generator, windows: TestWindows, options: SamplerOptions, seed
     import torch
 
     from bgmgen.music.conditioning import build_batch
-    from bgmgen.music.generate import HOP_BARS, OVERLAP_BARS, one_voice
+    from bgmgen.music.generate import HOP_BARS, MELODY_ONSET_THRESHOLD, OVERLAP_BARS, decode_one_voice
     from bgmgen.music.roll import WINDOW_STEPS
     from bgmgen.music.sampler import sample_rolls
 
@@ -308,8 +308,8 @@ def sample_pieces(generator, windows: TestWindows, options: SamplerOptions, seed
         if cascade:
             _, chroma, root, bass, features, segments = corpus.windows(index, part="melody")
             cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(melodies[:, :, span]), known_steps)
-            new = sample_rolls(generator.melody_model, cond.to(generator.device), options, torch_generator).cpu().numpy()
-            melodies[:, :, first + known : first + WINDOW_STEPS] = np.stack([one_voice(r) for r in new])[:, :, known:]
+            soft = sample_rolls(generator.melody_model, cond.to(generator.device), options, torch_generator, binary=False).cpu().numpy()
+            melodies[:, :, first + known : first + WINDOW_STEPS] = np.stack([decode_one_voice(r, MELODY_ONSET_THRESHOLD) for r in soft])[:, :, known:]
             melody = torch.as_tensor(melodies[:, :, span])
         _, chroma, root, bass, features, segments = corpus.windows(index, part="accompaniment" if cascade else "all")
         cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(pieces[:, :, span]), known_steps, melody)
@@ -473,7 +473,7 @@ def sample_cascade(generator, windows: PartWindows, options: SamplerOptions, see
     accompaniment is written under POP909's melody instead of the model's."""
     import torch
 
-    from bgmgen.music.generate import one_voice
+    from bgmgen.music.generate import MELODY_ONSET_THRESHOLD, decode_one_voice
     from bgmgen.music.sampler import sample_rolls
 
     torch_generator = torch.Generator(device=generator.device).manual_seed(seed)
@@ -483,8 +483,8 @@ def sample_cascade(generator, windows: PartWindows, options: SamplerOptions, see
             melody = windows.melody[start : start + batch_size]
         else:
             cond = windows.melody_cond.slice(start, start + batch_size).to(generator.device)
-            raw = sample_rolls(generator.melody_model, cond, options, torch_generator).cpu().numpy()
-            melody = np.stack([one_voice(r) for r in raw])
+            soft = sample_rolls(generator.melody_model, cond, options, torch_generator, binary=False).cpu().numpy()
+            melody = np.stack([decode_one_voice(r, MELODY_ONSET_THRESHOLD) for r in soft])
         cond = windows.accompaniment_cond.slice(start, start + batch_size)
         cond.melody = torch.as_tensor(melody).permute(0, 1, 3, 2).reshape(len(melody), 2 * N_PITCHES, -1)
         accompaniments.append(sample_rolls(generator.model, cond.to(generator.device), options, torch_generator).cpu().numpy())

@@ -50,6 +50,8 @@ MELODY_CHECKPOINT_NAME = "bgmgen-melody.safetensors"  # beside an accompaniment 
 # Where a tune may lie (MIDI pitches G3..E6; 98 % of POP909's held-out melody notes lie in 58..86):
 # notes the melody model writes outside are moved by octaves into it.
 MELODY_LOW, MELODY_HIGH = 55, 88
+# Onset threshold of ``decode_one_voice``, chosen on validation windows (docs/music-quality.md).
+MELODY_ONSET_THRESHOLD = 0.2
 
 
 def melody_checkpoint_for(path: Path) -> Path:
@@ -78,6 +80,29 @@ def one_voice(roll: np.ndarray, low: int = MELODY_LOW, high: int = MELODY_HIGH) 
             pitch -= 12
         out[ONSET, step, pitch - PITCH_LOW] = 1
         out[SUSTAIN, step + 1 : step + length, pitch - PITCH_LOW] = 1
+    return out
+
+
+def decode_one_voice(soft: np.ndarray, onset_threshold: float, low: int = MELODY_LOW, high: int = MELODY_HIGH) -> np.ndarray:
+    """One voice decoded from the melody model's clean-roll estimate ``soft`` [2, steps, 88] in 0..1:
+    a note starts at each step whose most likely onset pitch (within ``low..high``) is above
+    ``onset_threshold``, on that pitch, and lasts while its sustain stays above half the threshold
+    (until the next onset at most). Constrained decoding: a tune is one line, and a small model's
+    estimate often spreads one note's certainty over neighbouring pitches, so no single cell of it
+    passes the plain 0.5 a polyphonic part is read with."""
+    columns = slice(low - PITCH_LOW, high - PITCH_LOW + 1)
+    onset = soft[ONSET][:, columns]
+    best = onset.argmax(axis=1)
+    starts = np.flatnonzero(onset.max(axis=1) > onset_threshold)
+    out = np.zeros_like(soft)
+    for i, step in enumerate(starts):
+        col = int(best[step]) + low - PITCH_LOW
+        end = starts[i + 1] if i + 1 < len(starts) else soft.shape[1]
+        length = 1
+        while step + length < end and soft[SUSTAIN, step + length, col] > onset_threshold / 2:
+            length += 1
+        out[ONSET, step, col] = 1
+        out[SUSTAIN, step + 1 : step + length, col] = 1
     return out
 
 
@@ -182,8 +207,8 @@ class MusicGenerator:
             # 1. The tune over the chords, continuing the last window's.
             cond = window_conditions(plan, start, self.melody_info.feature_quantiles)
             batch = stack_windows([cond], melody[None, :, span], [known], device=self.device)
-            window = sample_rolls(self.melody_model, batch, self.options, generator)[0].cpu().numpy()
-            melody[:, first + known : first + WINDOW_STEPS] = one_voice(window)[:, known:]
+            soft = sample_rolls(self.melody_model, batch, self.options, generator, binary=False)[0].cpu().numpy()
+            melody[:, first + known : first + WINDOW_STEPS] = decode_one_voice(soft, MELODY_ONSET_THRESHOLD)[:, known:]
             _take_up_returning(melody, plan, returns, new_bars=range(start + known // STEPS_PER_BAR, start + BARS_PER_WINDOW))
             # 2. The accompaniment under that tune.
             cond = window_conditions(plan, start, self.info.feature_quantiles)

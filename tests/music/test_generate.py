@@ -281,3 +281,16 @@ def test_cascade_from_checkpoint_finds_its_melody_model(tmp_path):
     assert loaded.generate_parts(make_plan(2)).melody.shape == (2, 32, N_PITCHES)
     with pytest.raises(ModelError, match="is a melody model"):
         MusicGenerator.from_checkpoint(tmp_path / MELODY_CHECKPOINT_NAME)
+
+
+def test_decode_one_voice_takes_the_likeliest_pitch_of_each_onset():
+    from bgmgen.music.generate import decode_one_voice
+    from bgmgen.music.roll import PITCH_LOW, roll_to_notes
+
+    soft = np.zeros((2, 16, N_PITCHES), dtype=np.float32)
+    soft[0, 0, 60 - PITCH_LOW], soft[0, 0, 64 - PITCH_LOW] = 0.3, 0.25  # spread certainty: 60 is likelier
+    soft[1, 1:4, 60 - PITCH_LOW] = 0.4
+    soft[0, 8, 67 - PITCH_LOW] = 0.15  # below the threshold: no note
+    soft[0, 10, 30 - PITCH_LOW] = 0.9  # outside the melody's register: ignored
+    notes = roll_to_notes(decode_one_voice(soft, 0.2))
+    assert [(n.start, n.end, n.pitch) for n in notes] == [(0, 4, 60)]
