@@ -4,7 +4,11 @@ The default (DPM-Solver++ 20 steps, guidance 5: both halves in one batched forwa
 under 1 s on 2 CPU cores. Times the shipped model through ``sample_rolls`` on one window of real
 conditions (a plan's first window); ``ddpm_1000`` is timed once and given as a ratio.
 
-    python benchmarks/sampling_speed.py [--threads 2] [--repeats 5]
+With a cascade checkpoint (melody model, then the accompaniment model given the melody) the sampler
+rows time the accompaniment model (under an empty melody) and the last rows time the melody model
+alone and 8 bars of all parts through ``generate_parts``, which is what a user waits for.
+
+    python benchmarks/sampling_speed.py [--threads 2] [--repeats 5] [--checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from bgmgen.music.conditioning import stack_windows
 from bgmgen.music.generate import MusicGenerator, window_conditions
 from bgmgen.music.plan import Plan, Segment
+from bgmgen.music.roll import N_PITCHES, WINDOW_STEPS
 from bgmgen.music.sampler import SamplerOptions, sample_rolls
 
 SETTINGS = {
@@ -40,11 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    generator = MusicGenerator.from_checkpoint()
-    batch = stack_windows([window_conditions(demo_plan(), 0, generator.info.feature_quantiles)])
+    generator = MusicGenerator.from_checkpoint(args.checkpoint)
+    cascade = generator.melody_model is not None
+    silence = np.zeros((1, 2, WINDOW_STEPS, N_PITCHES), dtype=np.float32) if cascade else None
+    batch = stack_windows([window_conditions(demo_plan(), 0, generator.info.feature_quantiles)], melody_rolls=silence)
     sample_rolls(generator.model, batch, SamplerOptions(steps=2))  # warm-up: first-call allocations
     medians = {}
     for name, options in SETTINGS.items():
@@ -54,12 +64,25 @@ def main() -> None:
             sample_rolls(generator.model, batch, options, torch.Generator().manual_seed(r))
             times.append(time.perf_counter() - start)
         medians[name] = statistics.median(times)
+    if cascade:
+        melody_batch = stack_windows([window_conditions(demo_plan(), 0, generator.melody_info.feature_quantiles)])
+        medians["melody model, dpm_20 + guidance"] = _median(lambda r: sample_rolls(generator.melody_model, melody_batch, SamplerOptions(), torch.Generator().manual_seed(r)), args.repeats)
+        medians["8 bars, all parts (generate_parts)"] = _median(lambda r: generator.generate_parts(demo_plan(), seed=r), args.repeats)
     default = medians["dpm_20 + guidance (default)"]
     print(f"one 8-bar window, {args.threads} torch threads, median of {args.repeats}\n")
     print("| sampler | s / 8 bars | x default |")
     print("|---|---|---|")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds:.3f} | {seconds / default:.2f} |")
+
+
+def _median(run, repeats: int) -> float:
+    times = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        run(r)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -379,10 +380,12 @@ def evaluate(
     rows: Annotated[Optional[str], typer.Option("--rows", help="Comma-separated rows (default: all).")] = None,
     windows: Annotated[int, typer.Option("--windows", help="Test windows (8 bars each) per row.")] = 64,
     si_pieces: Annotated[int, typer.Option("--si-pieces", help="32-bar pieces rendered to audio for SI (0 = skip SI).")] = 8,
+    melody_checkpoint: Annotated[Optional[Path], typer.Option("--melody-checkpoint", help="The cascade's melody model (default: the file beside --checkpoint).")] = None,
+    compare_checkpoint: Annotated[Optional[Path], typer.Option("--compare-checkpoint", help="A single-roll model for the top-line rows (default: --checkpoint, if single-roll).")] = None,
     checkpoint: CheckpointOpt = None, seed: SeedOpt = 2024, device: DeviceOpt = "cpu", force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Measure the music model on the POP909 test split against ablations and rule baselines."""
+    """Measure the music model on the POP909 test split against ablations and rule baselines, and each part against POP909's."""
     with _cli_errors(debug):
         from bgmgen.evaluation.evaluate import ALL_ROWS, EvalOptions, save_results
         from bgmgen.evaluation.evaluate import evaluate as run_evaluation
@@ -392,7 +395,8 @@ def evaluate(
             raise BgmgenError(f"{json_out} exists (use --force to overwrite)")
         chosen = tuple(r.strip() for r in rows.split(",") if r.strip()) if rows else ALL_ROWS
         options = EvalOptions(data=data, checkpoint=checkpoint, rows=chosen, windows=windows, si_pieces=si_pieces,
-                              seed=seed, device=resolve_device(device))
+                              seed=seed, device=resolve_device(device), melody_checkpoint=melody_checkpoint,
+                              compare_checkpoint=compare_checkpoint)
         with _progress(quiet) as progress:
             results = run_evaluation(options, progress)
         if json_out is not None:
@@ -404,12 +408,27 @@ def _print_evaluation(results: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from bgmgen.evaluation.evaluate import METRIC_HEADERS, METRICS
+    from bgmgen.evaluation.evaluate import (
+        ACCOMPANIMENT_ROWS,
+        METRIC_HEADERS,
+        METRICS,
+        MELODY_HEADERS,
+        MELODY_ROWS,
+        PART_METRIC_HEADERS,
+        PART_METRICS,
+    )
+    from bgmgen.evaluation.metrics import MELODY_METRICS
 
-    table = Table("row", *METRIC_HEADERS, box=None, pad_edge=False)
-    for row, values in results.items():
-        table.add_row(row, *("-" if values[m] != values[m] else f"{values[m]:.3f}" for m in METRICS))
-    Console(width=200).print(table)
+    for names, headers, metrics in (([r for r in results if r not in (*MELODY_ROWS, *ACCOMPANIMENT_ROWS)], METRIC_HEADERS, METRICS),
+                                    ([r for r in results if r in MELODY_ROWS], MELODY_HEADERS, MELODY_METRICS),
+                                    ([r for r in results if r in ACCOMPANIMENT_ROWS], PART_METRIC_HEADERS, PART_METRICS)):
+        if not names:
+            continue
+        table = Table("row", *headers, box=None, pad_edge=False)
+        for row in names:
+            values = results[row]
+            table.add_row(row, *("-" if values.get(m, float("nan")) != values.get(m, float("nan")) else f"{values[m]:.3f}" for m in metrics))
+        Console(width=200).print(table)
 
 
 @app.command()
@@ -424,6 +443,9 @@ def train(
     backbone: Annotated[str, typer.Option("--backbone", help="temporal1d (fast on CPU) or paper2d (Diff-BGM's 2D UNet, for GPUs).")] = "temporal1d",
     paired: Annotated[Optional[Path], typer.Option("--paired", help="Train the video-conditioned model on paired features in the BGM909 layout (docs/paired-training.md); --data then names POP909 for pairs without music.npz.")] = None,
     eval_only: Annotated[bool, typer.Option("--eval-only", help="With --paired: print P@20 of the checkpoint at --out on the test split instead of training.")] = False,
+    part: Annotated[str, typer.Option("--part", help="What the model writes: all (one roll), melody (the cascade's small melody model) or accompaniment (given the melody).")] = "all",
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this checkpoint (new input channels at zero), e.g. the shipped model for --part accompaniment.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train the music model on POP909 (resumable; writes safetensors)."""
@@ -432,12 +454,22 @@ def train(
         from bgmgen.music.unet import UNetConfig
         from bgmgen.music.unet2d import PAPER_CONFIG
         from bgmgen.pipeline import resolve_device
-        from bgmgen.training.train import TrainConfig
+        from bgmgen.training.train import MELODY_CONFIG, PARTS, TrainConfig
         from bgmgen.training.train import train as run_training
 
         configs = {"temporal1d": UNetConfig(), "paper2d": PAPER_CONFIG}
         if backbone not in configs:
             raise BgmgenError(f"unknown backbone {backbone!r}: use temporal1d or paper2d")
+        if part not in PARTS:
+            raise BgmgenError(f"unknown part {part!r}: use {', '.join(PARTS)}")
+        if init_from is not None and not init_from.is_file():
+            raise InputError(f"{init_from}: no such checkpoint")
+        if part == "melody":
+            configs = {"temporal1d": MELODY_CONFIG}
+        elif part == "accompaniment":
+            configs = {name: replace(config, melody_channels=2 * 88) for name, config in configs.items()}
+        if backbone not in configs:
+            raise BgmgenError(f"--part {part} uses the temporal1d backbone")
         if paired is not None:
             _train_paired(paired, data if data.is_dir() else None, out, eval_only, steps=steps, max_minutes=minutes,
                           batch_size=batch_size, lr=lr, seed=seed, device=resolve_device(device), resume=resume,
@@ -448,7 +480,9 @@ def train(
         if not data.exists():
             raise InputError(f"{data}: no such folder (point --data at POP909)")
         cfg = TrainConfig(data=data, out=out, steps=steps, max_minutes=minutes, batch_size=batch_size, lr=lr,
-                          seed=seed, device=resolve_device(device), resume=resume, model=configs[backbone])
+                          seed=seed, device=resolve_device(device), resume=resume, model=configs[backbone],
+                          part=part, init_from=init_from, threads=threads,
+                          warmup_steps=min(500, max(steps // 20, 1)) if init_from else 500)
         with _progress(quiet) as progress:
             run_training(cfg, progress=lambda step, total, record: progress("train", step / total))
         typer.echo(str(out))

@@ -6,6 +6,11 @@ a random segmentation. Rows are the real music itself, the model with the defaul
 without SAC-Att or without guidance, the model with other samplers, and two baselines that need no
 model. Metrics follow Diff-BGM (PCHE, GPS, SI) plus chord accuracy, in-key ratio and the Spearman
 correlation between the requested and the produced per-bar density.
+
+Per-part rows (``evaluate_parts``) measure the melody against POP909's MELODY track (steps, leaps,
+range, chord tones on beats 1 and 3, empty bars, PCHE) and the accompaniment against BRIDGE + PIANO
+(the metrics above), for the cascade and for the shipped single-roll model split at its top line,
+with the real music's band (10th to 90th percentile over all held-out windows) beside them.
 """
 
 from __future__ import annotations
@@ -42,7 +47,16 @@ MODEL_ROWS: dict[str, dict] = {
     "dpm_10": {"sampler": "dpm", "steps": 10},
 }
 BASELINE_ROWS = ("random_in_key", "chord_arpeggio")
-ALL_ROWS = ("ground_truth", *MODEL_ROWS, *BASELINE_ROWS)
+# Per-part rows: the real parts, their bands, the cascade (melody model, then the accompaniment model
+# given that melody or, for comparison, the real one) and a single-roll model split at its top line.
+MELODY_ROWS = ("melody_pop909", "melody_pop909_p10", "melody_pop909_p90", "melody_model", "melody_top_line")
+ACCOMPANIMENT_ROWS = ("accompaniment_pop909", "accompaniment_pop909_p10", "accompaniment_pop909_p90",
+                      "accompaniment_model", "accompaniment_given_real_melody", "accompaniment_below_top_line")
+PART_ROWS = (*MELODY_ROWS, *ACCOMPANIMENT_ROWS)
+MELODY_HEADERS = ("stepwise", "leaps > 7", "range", "chord tones 1&3", "empty bars", "PCHE")
+PART_METRICS = ("pche", "gps", "chord_acc", "in_key", "density_spearman", "notes_per_8_bars")
+PART_METRIC_HEADERS = ("PCHE", "GPS", "chord acc", "in key", "density rho", "notes/8 bars")
+ALL_ROWS = ("ground_truth", *MODEL_ROWS, *BASELINE_ROWS, *PART_ROWS)
 METRICS = ("pche", "gps", "si", "chord_acc", "in_key", "density_spearman", "notes_per_8_bars", "seconds_per_8_bars")
 METRIC_HEADERS = ("PCHE", "GPS", "SI", "chord acc", "in key", "density rho", "notes/8 bars", "s/8 bars")
 SI_TEMPO = 120.0  # BPM used to turn pieces into audio for SI (the paper's parser assumes 120 too)
@@ -55,6 +69,8 @@ Progress = Callable[[str, float], None]
 class EvalOptions:
     data: Path  # POP909 folder (…/POP909) or a folder of prepared pop909_*.npz files
     checkpoint: Path | None = None  # None = the shipped model
+    melody_checkpoint: Path | None = None  # for a cascade: None = the file beside ``checkpoint``
+    compare_checkpoint: Path | None = None  # a single-roll model for the top-line rows; None = the checkpoint itself if single-roll
     rows: tuple[str, ...] = ALL_ROWS
     windows: int = 64  # test windows per row (the same windows for every row)
     si_pieces: int = 8  # SI is measured on this many 32-bar pieces (one per test song), rendered to audio
@@ -267,32 +283,43 @@ def sample_row(generator, windows: TestWindows, options: SamplerOptions, seed: i
 
 
 def sample_pieces(generator, windows: TestWindows, options: SamplerOptions, seed: int) -> np.ndarray:
-    """The model's 32-bar pieces, window after window, each continuing the last (as ``generate`` does)."""
+    """The model's 32-bar pieces, window after window, each continuing the last (as ``generate`` does);
+    a cascade writes each window's melody, then its accompaniment under it, and returns both in one."""
     import torch
 
     from bgmgen.music.conditioning import build_batch
-    from bgmgen.music.generate import HOP_BARS, OVERLAP_BARS
+    from bgmgen.music.generate import HOP_BARS, MELODY_ONSET_THRESHOLD, OVERLAP_BARS, decode_one_voice
     from bgmgen.music.roll import WINDOW_STEPS
     from bgmgen.music.sampler import sample_rolls
 
     corpus, starts = windows.corpus, np.asarray(windows.piece_starts)
     torch_generator = torch.Generator(device=generator.device).manual_seed(seed)
     index_of = {int(s): i for i, s in enumerate(corpus.window_starts)}
-    pieces = np.zeros((len(starts), 2, PIECE_BARS * STEPS_PER_BAR, N_PITCHES), dtype=np.float32)
+    cascade = generator.melody_model is not None
+    shape = (len(starts), 2, PIECE_BARS * STEPS_PER_BAR, N_PITCHES)
+    pieces, melodies = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
     for k, bar in enumerate(range(0, PIECE_BARS - OVERLAP_BARS, HOP_BARS)):
         first = bar * STEPS_PER_BAR
+        span = slice(first, first + WINDOW_STEPS)
         index = np.array([index_of[int(s) + first] for s in starts])
-        _, chroma, root, bass, features, segments = corpus.windows(index)
         known = 0 if k == 0 else OVERLAP_BARS * STEPS_PER_BAR
-        context = torch.as_tensor(pieces[:, :, first : first + WINDOW_STEPS])
-        cond = build_batch(chroma, root, bass, features, segments, context, torch.full((len(starts),), known))
+        known_steps = torch.full((len(starts),), known)
+        melody = None
+        if cascade:
+            _, chroma, root, bass, features, segments = corpus.windows(index, part="melody")
+            cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(melodies[:, :, span]), known_steps)
+            soft = sample_rolls(generator.melody_model, cond.to(generator.device), options, torch_generator, binary=False).cpu().numpy()
+            melodies[:, :, first + known : first + WINDOW_STEPS] = np.stack([decode_one_voice(r, MELODY_ONSET_THRESHOLD) for r in soft])[:, :, known:]
+            melody = torch.as_tensor(melodies[:, :, span])
+        _, chroma, root, bass, features, segments = corpus.windows(index, part="accompaniment" if cascade else "all")
+        cond = build_batch(chroma, root, bass, features, segments, torch.as_tensor(pieces[:, :, span]), known_steps, melody)
         new = sample_rolls(generator.model, cond.to(generator.device), options, torch_generator).cpu().numpy()
         pieces[:, :, first + known : first + WINDOW_STEPS] = new[:, :, known:]
-    return pieces
+    return np.maximum(pieces, melodies) if cascade else pieces
 
 
-def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions, repeats: int = 3) -> float:
-    """Wall time to write one 8-bar window alone (what a user waits for), median of ``repeats``."""
+def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions, repeats: int = 3, cascade_windows=None) -> float:
+    """Wall time to write one 8-bar window alone (what a user waits for; a cascade: both parts), median of ``repeats``."""
     import torch
 
     from bgmgen.music.sampler import sample_rolls
@@ -301,7 +328,11 @@ def seconds_per_window(generator, windows: TestWindows, options: SamplerOptions,
     times = []
     for r in range(repeats):
         start = time.perf_counter()
-        sample_rolls(generator.model, cond, options, torch.Generator(device=generator.device).manual_seed(r))
+        if cascade_windows is not None:
+            one = PartWindows(**{**cascade_windows.__dict__, "melody": cascade_windows.melody[:1]})
+            sample_cascade(generator, one, options, r, 1)
+        else:
+            sample_rolls(generator.model, cond, options, torch.Generator(device=generator.device).manual_seed(r))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -315,14 +346,23 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
     if unknown:
         raise BgmgenError(f"unknown evaluation row(s) {', '.join(unknown)}; choose from {', '.join(ALL_ROWS)}")
     report = progress or (lambda row, fraction: None)
+    results: dict[str, dict[str, float]] = {}
+    whole_rows = tuple(r for r in options.rows if r not in PART_ROWS)
+    if not whole_rows:
+        return evaluate_parts(options, progress)
     windows = load_test_windows(options)
     real_pieces, piece_density, piece_chords, piece_scales = piece_conditions(windows.corpus, windows.piece_starts)
     generator = None
     if any(r in MODEL_ROWS for r in options.rows):
-        generator = MusicGenerator.from_checkpoint(options.checkpoint, options.device, options.sampler)
+        generator = MusicGenerator.from_checkpoint(options.checkpoint, options.device, options.sampler, options.melody_checkpoint)
+    cascade_windows = None
+    if generator is not None and generator.melody_model is not None:
+        # A cascade's whole roll is its two parts in one, written for the same windows.
+        pick = np.random.default_rng(options.seed)
+        index = np.sort(pick.choice(len(windows.corpus.window_starts), size=len(windows.real), replace=False))
+        cascade_windows = load_part_windows(options, windows.corpus, index)
     rng = np.random.default_rng(options.seed)
-    results: dict[str, dict[str, float]] = {}
-    for row in options.rows:
+    for row in whole_rows:
         seconds = float("nan")
         if row == "ground_truth":
             rolls, pieces = windows.real, real_pieces
@@ -334,13 +374,198 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
             pieces = np.array([chord_arpeggio(d, c) for d, c in zip(piece_density, piece_chords)])
         else:
             sampler = replace(options.sampler, **MODEL_ROWS[row])
-            rolls = sample_row(generator, windows, sampler, options.seed, options.batch_size, lambda f: report(row, 0.8 * f))
             pieces = None
+            if cascade_windows is not None:
+                rolls = np.maximum(*sample_cascade(generator, cascade_windows, sampler, options.seed, options.batch_size))
+            else:
+                rolls = sample_row(generator, windows, sampler, options.seed, options.batch_size, lambda f: report(row, 0.8 * f))
             if sampler.steps <= options.si_max_steps and windows.piece_starts:
                 pieces = sample_pieces(generator, windows, sampler, options.seed)
             report(row, 0.9)
-            seconds = seconds_per_window(generator, windows, sampler, repeats=1 if sampler.steps > 100 else 3)
+            seconds = seconds_per_window(generator, windows, sampler, repeats=1 if sampler.steps > 100 else 3, cascade_windows=cascade_windows)
         results[row] = {**row_metrics(rolls, windows, pieces), "seconds_per_8_bars": seconds}
+        report(row, 1.0)
+        log.info("evaluated %s: %s", row, results[row])
+    if any(r in PART_ROWS for r in options.rows):
+        results.update(evaluate_parts(options, progress))
+    return results
+
+
+# ----------------------------------------------------------------------------- per part
+
+
+@dataclass
+class PartWindows:
+    """The test windows' real melody and accompaniment, and each part's conditions."""
+
+    melody: np.ndarray  # [N, 2, T, 88] POP909's MELODY track
+    accompaniment: np.ndarray  # [N, 2, T, 88] BRIDGE + PIANO
+    melody_cond: object  # ConditionBatch with the melody's bar features
+    accompaniment_cond: object  # ConditionBatch with the accompaniment's bar features
+    all_cond: object  # ConditionBatch with all tracks' bar features (for a single-roll model)
+    chroma: np.ndarray  # [N, T, 12]
+    root: np.ndarray  # [N, T]
+    chords: list[list[Chord]]
+    scales: list[tuple[int, ...]]
+    density: np.ndarray  # [N, bars] the accompaniment's density feature
+
+
+def load_part_windows(options: EvalOptions, corpus, index: np.ndarray) -> PartWindows:
+    """The windows ``index`` of ``corpus`` by part; every part gets the same random segmentation."""
+    import torch
+
+    from bgmgen.music.conditioning import build_batch
+    from bgmgen.training.train import random_segments
+
+    rng = np.random.default_rng(options.seed)
+    segments = torch.as_tensor(random_segments(len(index), rng, 0.25))
+    parts, conds = {}, {}
+    for part in ("melody", "accompaniment", "all"):
+        roll, chroma, root, bass, features, _ = corpus.windows(index, part=part)
+        parts[part], conds[part] = (roll, features), build_batch(chroma, root, bass, features, segments)
+    chroma, root = chroma.numpy(), root.numpy()
+    songs = corpus.window_song[index]
+    return PartWindows(
+        melody=parts["melody"][0].numpy(), accompaniment=parts["accompaniment"][0].numpy(),
+        melody_cond=conds["melody"], accompaniment_cond=conds["accompaniment"], all_cond=conds["all"],
+        chroma=chroma, root=root,
+        chords=[half_bar_chords(chroma[i], root[i]) for i in range(len(index))],
+        scales=[song_scale(corpus, s) for s in songs],
+        density=parts["accompaniment"][1][:, :, 0].numpy(),
+    )
+
+
+def melody_rows_of(rolls: np.ndarray, windows: PartWindows) -> np.ndarray:
+    """Melody statistics per window, ``[N, len(MELODY_METRICS)]``."""
+    from bgmgen.evaluation.metrics import MELODY_METRICS, melody_statistics
+
+    stats = [melody_statistics(r, windows.chroma[i], windows.root[i]) for i, r in enumerate(rolls)]
+    return np.array([[s[m] for m in MELODY_METRICS] for s in stats], dtype=float)
+
+
+def accompaniment_rows_of(rolls: np.ndarray, windows: PartWindows) -> np.ndarray:
+    """PCHE, GPS, chord accuracy, in key and notes per window, ``[N, 5]``."""
+    return np.array(
+        [[pitch_class_histogram_entropy(r), grooving_pattern_similarity(r), chord_accuracy(r, windows.chords[i]),
+          in_key_ratio(r, windows.scales[i]), r[0].sum()] for i, r in enumerate(rolls)],
+        dtype=float,
+    )
+
+
+ACCOMPANIMENT_WINDOW_METRICS = ("pche", "gps", "chord_acc", "in_key", "notes_per_8_bars")
+
+
+def _melody_result(per_window: np.ndarray, reducer=np.nanmean) -> dict[str, float]:
+    from bgmgen.evaluation.metrics import MELODY_METRICS
+
+    return dict(zip(MELODY_METRICS, (float(v) for v in reducer(per_window, axis=0))))
+
+
+def _accompaniment_result(per_window: np.ndarray, rolls: np.ndarray | None, windows: PartWindows, reducer=np.nanmean) -> dict[str, float]:
+    values = dict(zip(ACCOMPANIMENT_WINDOW_METRICS, (float(v) for v in reducer(per_window, axis=0))))
+    values["density_spearman"] = density_spearman(windows.density, rolls) if rolls is not None else float("nan")
+    return values
+
+
+def sample_cascade(generator, windows: PartWindows, options: SamplerOptions, seed: int, batch_size: int,
+                   real_melody: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's melody and accompaniment for every test window; with ``real_melody`` the
+    accompaniment is written under POP909's melody instead of the model's."""
+    import torch
+
+    from bgmgen.music.generate import MELODY_ONSET_THRESHOLD, decode_one_voice
+    from bgmgen.music.sampler import sample_rolls
+
+    torch_generator = torch.Generator(device=generator.device).manual_seed(seed)
+    melodies, accompaniments = [], []
+    for start in range(0, len(windows.melody), batch_size):
+        if real_melody:
+            melody = windows.melody[start : start + batch_size]
+        else:
+            cond = windows.melody_cond.slice(start, start + batch_size).to(generator.device)
+            soft = sample_rolls(generator.melody_model, cond, options, torch_generator, binary=False).cpu().numpy()
+            melody = np.stack([decode_one_voice(r, MELODY_ONSET_THRESHOLD) for r in soft])
+        cond = windows.accompaniment_cond.slice(start, start + batch_size)
+        cond.melody = torch.as_tensor(melody).permute(0, 1, 3, 2).reshape(len(melody), 2 * N_PITCHES, -1)
+        accompaniments.append(sample_rolls(generator.model, cond.to(generator.device), options, torch_generator).cpu().numpy())
+        melodies.append(melody)
+    return np.concatenate(melodies), np.concatenate(accompaniments)
+
+
+def sample_top_line(generator, windows: PartWindows, options: SamplerOptions, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A single-roll model's windows split at their top line (``roll.split_top_line``)."""
+    from bgmgen.music.roll import split_top_line
+
+    rolls = sample_row(generator, TestWindows(real=windows.melody, cond=windows.all_cond, chords=[], scales=[],
+                                              density=windows.density, song_ids=[]), options, seed, batch_size)
+    parts = [split_top_line(r) for r in rolls]
+    return np.stack([p.melody for p in parts]), np.stack([p.accompaniment for p in parts])
+
+
+def evaluate_parts(options: EvalOptions, progress: Progress | None = None) -> dict[str, dict[str, float]]:
+    """The per-part rows of ``options.rows`` (``PART_ROWS``); ``{row: {metric: value}}``."""
+    from bgmgen.music.generate import MusicGenerator
+    from bgmgen.training.train import load_corpora
+
+    from bgmgen.errors import InputError
+
+    report = progress or (lambda row, fraction: None)
+    if not options.data.exists():
+        raise InputError(f"{options.data}: POP909 not found (point --data at the POP909 folder)")
+    test = load_corpora(options.data, options.cache)["test"]
+    rng = np.random.default_rng(options.seed)
+    index = np.sort(rng.choice(len(test.window_starts), size=min(options.windows, len(test.window_starts)), replace=False))
+    windows = load_part_windows(options, test, index)
+    # Bands: every held-out window (real music costs nothing to measure).
+    every = load_part_windows(options, test, np.arange(len(test.window_starts)))
+    real_melody, real_accompaniment = melody_rows_of(every.melody, every), accompaniment_rows_of(every.accompaniment, every)
+    p10, p90 = (lambda a, axis: np.nanpercentile(a, 10, axis=axis)), (lambda a, axis: np.nanpercentile(a, 90, axis=axis))
+    rows = [r for r in options.rows if r in PART_ROWS]
+    cascade = top_line = None
+    needs_cascade = {"melody_model", "accompaniment_model", "accompaniment_given_real_melody"} & set(rows)
+    needs_top_line = {"melody_top_line", "accompaniment_below_top_line"} & set(rows)
+    generator = MusicGenerator.from_checkpoint(options.checkpoint, options.device, options.sampler, options.melody_checkpoint) if needs_cascade or needs_top_line else None
+    if needs_cascade:
+        if generator.melody_model is None:
+            from bgmgen.errors import BgmgenError
+
+            raise BgmgenError("the cascade rows need an accompaniment checkpoint with its melody model")
+        report("melody_model", 0.1)
+        cascade = sample_cascade(generator, windows, options.sampler, options.seed, options.batch_size)
+    if needs_top_line:
+        single = generator
+        if options.compare_checkpoint is not None or generator.melody_model is not None:
+            single = MusicGenerator.from_checkpoint(options.compare_checkpoint, options.device, options.sampler)
+        if single.melody_model is not None:
+            from bgmgen.errors import BgmgenError
+
+            raise BgmgenError("the top-line rows need a single-roll checkpoint (--compare-checkpoint)")
+        top_line = sample_top_line(single, windows, options.sampler, options.seed, options.batch_size)
+    results: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row == "melody_pop909":
+            results[row] = _melody_result(melody_rows_of(windows.melody, windows))
+        elif row == "melody_pop909_p10":
+            results[row] = _melody_result(real_melody, p10)
+        elif row == "melody_pop909_p90":
+            results[row] = _melody_result(real_melody, p90)
+        elif row == "melody_model":
+            results[row] = _melody_result(melody_rows_of(cascade[0], windows))
+        elif row == "melody_top_line":
+            results[row] = _melody_result(melody_rows_of(top_line[0], windows))
+        elif row == "accompaniment_pop909":
+            results[row] = _accompaniment_result(accompaniment_rows_of(windows.accompaniment, windows), windows.accompaniment, windows)
+        elif row == "accompaniment_pop909_p10":
+            results[row] = _accompaniment_result(real_accompaniment, None, every, p10)
+        elif row == "accompaniment_pop909_p90":
+            results[row] = _accompaniment_result(real_accompaniment, None, every, p90)
+        elif row == "accompaniment_model":
+            results[row] = _accompaniment_result(accompaniment_rows_of(cascade[1], windows), cascade[1], windows)
+        elif row == "accompaniment_given_real_melody":
+            _, rolls = sample_cascade(generator, windows, options.sampler, options.seed, options.batch_size, real_melody=True)
+            results[row] = _accompaniment_result(accompaniment_rows_of(rolls, windows), rolls, windows)
+        elif row == "accompaniment_below_top_line":
+            results[row] = _accompaniment_result(accompaniment_rows_of(top_line[1], windows), top_line[1], windows)
         report(row, 1.0)
         log.info("evaluated %s: %s", row, results[row])
     return results

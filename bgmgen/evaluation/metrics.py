@@ -96,3 +96,55 @@ def grooving_pattern_similarity(roll: np.ndarray) -> float:
 def onset_counts_per_bar(roll: np.ndarray) -> np.ndarray:
     n_bars = roll.shape[1] // STEPS_PER_BAR
     return roll[ONSET, : n_bars * STEPS_PER_BAR].reshape(n_bars, -1).sum(axis=1)
+
+
+# ----------------------------------------------------------------------------- one melody line
+
+MELODY_METRICS = ("stepwise", "leaps", "range", "strong_chord_tones", "empty_bars", "pche")
+STEP_SEMITONES = 2  # a move of at most a whole tone (repeated notes included) is a step
+LEAP_SEMITONES = 7  # a move over a fifth is a leap
+_EXTENSIONS = {1, 2, 5}  # 9ths and 11ths: chord tones in a label, not triad or seventh (unless sus)
+
+
+def melody_line(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Onset steps and pitches of a melody roll read as one voice (the highest onset of each step)."""
+    steps, cols = np.nonzero(roll[ONSET])
+    if len(steps) == 0:
+        return steps, cols
+    order = np.lexsort((-cols, steps))  # by step, highest first
+    steps, cols = steps[order], cols[order]
+    first = np.concatenate([[True], steps[1:] != steps[:-1]])
+    return steps[first], cols[first] + PITCH_LOW
+
+
+def triad_and_seventh(chroma: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """``chroma`` [steps, 12] cut to each chord's triad and seventh: 9ths and 11ths dropped, except
+    that a chord without a third (sus2, sus4) keeps its 2nd or 4th, which stands in for the third."""
+    out = chroma.astype(bool).copy()
+    for step in np.flatnonzero(root >= 0):
+        intervals = (np.arange(12) - root[step]) % 12
+        has_third = out[step, (root[step] + 3) % 12] or out[step, (root[step] + 4) % 12]
+        if has_third:
+            out[step, np.isin(intervals, list(_EXTENSIONS))] = False
+    return out
+
+
+def melody_statistics(roll: np.ndarray, chroma: np.ndarray, root: np.ndarray) -> dict[str, float]:
+    """How a melody moves, on one window: share of steps (<= 2 semitones) and of leaps (> 7) among
+    consecutive onsets, range in semitones, share of onsets on beats 1 and 3 that are chord tones
+    (triad and seventh), share of bars where nothing sounds, and PCHE."""
+    steps, pitches = melody_line(roll)
+    moves = np.abs(np.diff(pitches))
+    n_bars = roll.shape[1] // STEPS_PER_BAR
+    sounding = roll[:, : n_bars * STEPS_PER_BAR].max(axis=0).reshape(n_bars, -1).max(axis=1) > 0
+    strong = (steps % (STEPS_PER_BAR // 2) == 0) & (root[steps] >= 0) if len(steps) else np.zeros(0, bool)
+    tones = triad_and_seventh(chroma, root)
+    nan = float("nan")
+    return {
+        "stepwise": float((moves <= STEP_SEMITONES).mean()) if len(moves) else nan,
+        "leaps": float((moves > LEAP_SEMITONES).mean()) if len(moves) else nan,
+        "range": float(pitches.max() - pitches.min()) if len(pitches) else nan,
+        "strong_chord_tones": float(tones[steps[strong], pitches[strong] % 12].mean()) if strong.any() else nan,
+        "empty_bars": float(1 - sounding.mean()) if n_bars else nan,
+        "pche": pitch_class_histogram_entropy(roll),
+    }

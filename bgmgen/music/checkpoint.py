@@ -31,6 +31,7 @@ class ModelInfo:
     schedule: dict = field(default_factory=dict)  # noise schedule the model was trained with (diffusers config)
     notes: str = ""
     format: int = CHECKPOINT_FORMAT
+    part: str = "all"  # what the model writes: all (one roll), melody, or accompaniment (under a given melody)
 
 
 def build_model(config: UNetConfig) -> nn.Module:
@@ -76,3 +77,28 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
         raise ModelError(f"checkpoint {path} does not match its configuration: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), info
 
+
+
+def load_widened(model: nn.Module, path: Path) -> None:
+    """Start ``model`` from the checkpoint at ``path`` where shapes allow.
+
+    The first convolution may take more input channels than the checkpoint's (an accompaniment
+    model's melody channels): the old channels keep their weights and the new ones start at zero, so
+    the widened model begins by computing exactly what the checkpoint did.
+    """
+    old, _ = load_checkpoint(path)
+    source = old.state_dict()
+    target = model.state_dict()
+    for name, value in target.items():
+        if name not in source:
+            raise ModelError(f"{path} has no weights for {name}: not the same architecture")
+        src = source[name]
+        if src.shape == value.shape:
+            target[name] = src.clone()
+        elif src.dim() == value.dim() and src.shape[0] == value.shape[0] and src.shape[2:] == value.shape[2:] and src.shape[1] < value.shape[1]:
+            widened = torch.zeros_like(value)
+            widened[:, : src.shape[1]] = src
+            target[name] = widened
+        else:
+            raise ModelError(f"{path}: {name} has shape {tuple(src.shape)}, the model wants {tuple(value.shape)}")
+    model.load_state_dict(target)

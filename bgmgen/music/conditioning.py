@@ -10,6 +10,9 @@ Two views reach the network:
   segment-start flag and the position in the bar;
 - tokens, one per half bar, for cross-attention: chord (chroma, root, bass) and the bar's features.
 Segment ids per bar drive the segment-aware attention mask (SAC-Att).
+
+In the melody-then-accompaniment cascade the accompaniment model also gets the melody, as a roll
+aligned with its own (``ConditionBatch.melody``).
 """
 
 from __future__ import annotations
@@ -91,10 +94,11 @@ class ConditionBatch:
     context: torch.Tensor  # [B, N_CONTEXT_CHANNELS, WINDOW_STEPS]
     video: torch.Tensor | None = None  # [B, BARS_PER_WINDOW, video_dim] per-bar visual features (paired models)
     text: torch.Tensor | None = None  # [B, BARS_PER_WINDOW, text_dim] caption features of each bar's segment
+    melody: torch.Tensor | None = None  # [B, 2*88, WINDOW_STEPS] 0/1 melody roll the accompaniment goes with
 
     def _map(self, fn) -> ConditionBatch:
         return ConditionBatch(*(None if t is None else fn(t) for t in (
-            self.aligned, self.tokens, self.segment_ids, self.context, self.video, self.text)))
+            self.aligned, self.tokens, self.segment_ids, self.context, self.video, self.text, self.melody)))
 
     def to(self, device) -> ConditionBatch:
         return self._map(lambda t: t.to(device))
@@ -108,12 +112,13 @@ class ConditionBatch:
         return self._map(lambda t: t.repeat(n, *([1] * (t.dim() - 1))))
 
 
-def build_batch(chroma, root, bass, bar_features, segment_ids, context_roll=None, known_steps=None) -> ConditionBatch:
+def build_batch(chroma, root, bass, bar_features, segment_ids, context_roll=None, known_steps=None, melody_roll=None) -> ConditionBatch:
     """Turn batched conditions (torch tensors on any device) into network inputs.
 
     ``chroma`` [B, T, 12] float, ``root``/``bass`` [B, T] long (-1 none), ``bar_features``
     [B, BARS, F], ``segment_ids`` [B, BARS] long, ``context_roll`` [B, 2, T, 88] (optional) with
-    ``known_steps`` [B] long: how many leading steps of it are given.
+    ``known_steps`` [B] long: how many leading steps of it are given; ``melody_roll`` [B, 2, T, 88]
+    (optional): the melody an accompaniment model writes under.
     """
     import torch
 
@@ -147,10 +152,14 @@ def build_batch(chroma, root, bass, bar_features, segment_ids, context_roll=None
         rolled = context_roll.permute(0, 1, 3, 2).reshape(batch, 2 * N_PITCHES, steps)
         context[:, : 2 * N_PITCHES] = rolled * known[:, None, :]
         context[:, -1] = known
-    return ConditionBatch(aligned.transpose(1, 2).contiguous(), token_features, segment_ids.long(), context)
+    melody = None
+    if melody_roll is not None:
+        melody = melody_roll.permute(0, 1, 3, 2).reshape(batch, 2 * N_PITCHES, steps).float().contiguous()
+    return ConditionBatch(aligned.transpose(1, 2).contiguous(), token_features, segment_ids.long(), context, melody=melody)
 
 
-def stack_windows(conds: list[WindowConditions], context_rolls: np.ndarray | None = None, known_steps: list[int] | None = None, device="cpu") -> ConditionBatch:
+def stack_windows(conds: list[WindowConditions], context_rolls: np.ndarray | None = None, known_steps: list[int] | None = None,
+                  device="cpu", melody_rolls: np.ndarray | None = None) -> ConditionBatch:
     """``build_batch`` for a list of numpy ``WindowConditions``."""
     import torch
 
@@ -159,7 +168,8 @@ def stack_windows(conds: list[WindowConditions], context_rolls: np.ndarray | Non
 
     ctx = None if context_rolls is None else torch.as_tensor(context_rolls, dtype=torch.float32, device=device)
     known = None if known_steps is None else torch.as_tensor(known_steps, dtype=torch.long, device=device)
+    melody = None if melody_rolls is None else torch.as_tensor(melody_rolls, dtype=torch.float32, device=device)
     return build_batch(
         t("chroma", torch.float32), t("root", torch.long), t("bass", torch.long),
-        t("bar_features", torch.float32), t("segment_ids", torch.long), ctx, known,
+        t("bar_features", torch.float32), t("segment_ids", torch.long), ctx, known, melody,
     )

@@ -75,8 +75,10 @@ def sample_rolls(
     cond: ConditionBatch,
     options: SamplerOptions = SamplerOptions(),
     generator: torch.Generator | None = None,
+    binary: bool = True,
 ) -> torch.Tensor:
-    """Denoise one batch of windows; returns binary rolls [B, 2, WINDOW_STEPS, 88] (float 0/1)."""
+    """Denoise one batch of windows; returns binary rolls [B, 2, WINDOW_STEPS, 88] (float 0/1), or
+    with ``binary=False`` the final clean-roll estimate in [0, 1] (for decoding one voice from it)."""
     import torch
 
     with torch.inference_mode():
@@ -100,4 +102,4 @@ def sample_rolls(
             # 3. Let the scheduler move x_t towards that estimate.
             x = scheduler.step(x0, t, x, generator=generator).prev_sample
         # 4. The final sample is (nearly) clean: a cell is on where it is positive.
-        return (to_roll(x) > 0.5).float()
+        return (to_roll(x) > 0.5).float() if binary else to_roll(x).clamp(0, 1)

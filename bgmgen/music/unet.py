@@ -50,6 +50,7 @@ class UNetConfig:
     n_tokens: int = HALF_BARS
     video_dim: int = 0  # width of per-bar visual features (CLIP); 0 = not a video-conditioned model
     text_dim: int = 0  # width of per-segment caption features; 0 = none (see paired.py)
+    melody_channels: int = 0  # 2*88 for an accompaniment model given the melody as aligned input; 0 = none
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -287,7 +288,7 @@ class MusicUNet(ConditionalUNet):
 
     def __init__(self, config: UNetConfig = UNetConfig()):
         c = config
-        super().__init__(config, c.roll_channels + c.aligned_channels + c.context_channels, c.roll_channels)
+        super().__init__(config, c.roll_channels + c.aligned_channels + c.context_channels + c.melody_channels, c.roll_channels)
 
     def forward(
         self,
@@ -302,9 +303,16 @@ class MusicUNet(ConditionalUNet):
         ``drop_condition`` [B] bool replaces those items' conditions by the null condition (the
         unconditional branch of classifier-free guidance); the context (music to continue) stays.
         ``segment_aware=False`` lets every position attend to every token (the "w/o SAC-Att" ablation).
+        An accompaniment model (``melody_channels``) reads ``cond.melody``; like the context it is
+        kept in the unconditional branch, so guidance amplifies the chords and features only.
         """
         aligned, tokens = self.encode_conditions(cond, drop_condition)
-        h = self.conv_in(torch.cat([x, aligned, cond.context], dim=1))
+        inputs = [x, aligned, cond.context]
+        if self.config.melody_channels:
+            if cond.melody is None:
+                raise ModelError("this accompaniment model needs the melody it goes with, and none was given")
+            inputs.append(cond.melody)
+        h = self.conv_in(torch.cat(inputs, dim=1))
         h = self.run_unet(h, t, tokens, cond.segment_ids if segment_aware else None)
         out = self.conv_out(h)
         return out if self.feature_out is None else out + self.per_bar(self.feature_out, tokens, out.shape[2])

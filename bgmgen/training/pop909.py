@@ -1,8 +1,11 @@
 """POP909 as training data: beat-aligned quantisation, chords per step, 8-bar windows.
 
 ``prepare(root)`` reads every song once (MIDI notes of all three tracks, beat and chord annotations)
-into a compact ``Corpus`` of per-step arrays, saved as one ``.npz``; ``Corpus.sample_batch`` then
-cuts random 8-bar windows (with transposition) straight into tensors on any device.
+into a compact ``Corpus`` of per-step arrays, saved as one ``.npz``; ``Corpus.windows`` then cuts
+8-bar windows (with transposition) straight into tensors on any device.
+
+The MELODY track is kept apart from BRIDGE + PIANO (the accompaniment), so a model can learn either
+part: ``Corpus.windows(..., part="melody" | "accompaniment" | "all")``.
 """
 
 from __future__ import annotations
@@ -32,13 +35,17 @@ class Song:
     """One song on its own step grid (4 steps per beat, 4/4 bars from the downbeat annotations)."""
 
     song_id: str
-    roll: np.ndarray  # [steps, 2, 88] uint8
+    roll: np.ndarray  # [steps, 2, 88] uint8, all three tracks
     velocity: np.ndarray  # [steps, 88] uint8, velocity at onsets
     chroma: np.ndarray  # [steps, 12] uint8
     root: np.ndarray  # [steps] int8, -1 none
     bass: np.ndarray  # [steps] int8, -1 none
     window_starts: np.ndarray  # steps where an 8-bar window of whole 4/4 bars begins
     key: Key
+    melody: np.ndarray | None = None  # [steps, 2, 88] uint8, the MELODY track alone
+    melody_velocity: np.ndarray | None = None  # [steps, 88] uint8
+    accompaniment: np.ndarray | None = None  # [steps, 2, 88] uint8, BRIDGE + PIANO
+    accompaniment_velocity: np.ndarray | None = None  # [steps, 88] uint8
 
 
 def load_song(song_dir: Path) -> Song:
@@ -55,20 +62,12 @@ def load_song(song_dir: Path) -> Song:
     n_steps = len(step_times)
 
     midi = pretty_midi.PrettyMIDI(str(song_dir / f"{song_id}.mid"))
-    notes = [n for inst in midi.instruments if not inst.is_drum for n in inst.notes]
-    starts = _nearest_step(step_times, np.array([n.start for n in notes]))
-    ends = _nearest_step(step_times, np.array([n.end for n in notes]))
-    roll = np.zeros((n_steps, 2, N_PITCHES), dtype=np.uint8)
-    velocity = np.zeros((n_steps, N_PITCHES), dtype=np.uint8)
-    for note, s, e in zip(notes, starts, ends):
-        col = note.pitch - PITCH_LOW
-        if not 0 <= col < N_PITCHES:
-            continue
-        e = max(e, s + 1)
-        roll[s + 1 : e, 1, col] = 1
-        roll[s, 0, col] = 1
-        roll[s, 1, col] = 0  # a re-struck note ends the previous one's sustain here
-        velocity[s, col] = max(velocity[s, col], note.velocity)
+    tracks = [inst for inst in midi.instruments if not inst.is_drum]
+    melody_notes = [n for inst in tracks if inst.name.strip().upper() == "MELODY" for n in inst.notes]
+    other_notes = [n for inst in tracks if inst.name.strip().upper() != "MELODY" for n in inst.notes]
+    roll, velocity = _quantise(melody_notes + other_notes, step_times)
+    melody, melody_velocity = _quantise(melody_notes, step_times)
+    accompaniment, accompaniment_velocity = _quantise(other_notes, step_times)
 
     chroma = np.zeros((n_steps, 12), dtype=np.uint8)
     root = np.full(n_steps, -1, dtype=np.int8)
@@ -87,7 +86,29 @@ def load_song(song_dir: Path) -> Song:
 
     key_line = (song_dir / "key_audio.txt").read_text().split("\n")[0].split()
     key = Key.parse(key_line[2]) if len(key_line) >= 3 else Key(0)
-    return Song(song_id, roll, velocity, chroma, root, bass, _window_starts(downbeat), key)
+    return Song(song_id, roll, velocity, chroma, root, bass, _window_starts(downbeat), key,
+                melody, melody_velocity, accompaniment, accompaniment_velocity)
+
+
+def _quantise(notes: list, step_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A roll ``[steps, 2, 88]`` and onset velocities ``[steps, 88]`` of ``notes`` on the step grid."""
+    n_steps = len(step_times)
+    roll = np.zeros((n_steps, 2, N_PITCHES), dtype=np.uint8)
+    velocity = np.zeros((n_steps, N_PITCHES), dtype=np.uint8)
+    if not notes:
+        return roll, velocity
+    starts = _nearest_step(step_times, np.array([n.start for n in notes]))
+    ends = _nearest_step(step_times, np.array([n.end for n in notes]))
+    for note, s, e in zip(notes, starts, ends):
+        col = note.pitch - PITCH_LOW
+        if not 0 <= col < N_PITCHES:
+            continue
+        e = max(e, s + 1)
+        roll[s + 1 : e, 1, col] = 1
+        roll[s, 0, col] = 1
+        roll[s, 1, col] = 0  # a re-struck note ends the previous one's sustain here
+        velocity[s, col] = max(velocity[s, col], note.velocity)
+    return roll, velocity
 
 
 def _nearest_step(step_times: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -118,7 +139,7 @@ def song_split(split_file: Path = SPLIT_FILE) -> dict[str, list[str]]:
 class Corpus:
     """All songs of one split, concatenated along time, plus where windows may start."""
 
-    roll: np.ndarray  # [total_steps, 2, 88] uint8
+    roll: np.ndarray  # [total_steps, 2, 88] uint8, all tracks
     chroma: np.ndarray  # [total_steps, 12] uint8
     root: np.ndarray  # [total_steps] int8
     bass: np.ndarray  # [total_steps] int8
@@ -128,10 +149,15 @@ class Corpus:
     song_ids: list[str]
     key_tonic: np.ndarray  # [songs]
     key_minor: np.ndarray  # [songs] bool
+    melody: np.ndarray | None = None  # [total_steps, 2, 88] uint8, POP909's MELODY track
+    accompaniment: np.ndarray | None = None  # [total_steps, 2, 88] uint8, BRIDGE + PIANO
+    melody_features: np.ndarray | None = None  # [total_steps // 16, F] bar features of the melody alone
+    accompaniment_features: np.ndarray | None = None  # [total_steps // 16, F] of the accompaniment alone
 
     @classmethod
     def from_songs(cls, songs: list[Song]) -> Corpus:
-        parts: dict[str, list] = {k: [] for k in ("roll", "chroma", "root", "bass", "feat", "starts", "song")}
+        parts: dict[str, list] = {k: [] for k in ("roll", "chroma", "root", "bass", "feat", "starts", "song",
+                                                  "melody", "accompaniment", "melody_feat", "accompaniment_feat")}
         offset = 0
         for i, song in enumerate(songs):
             # Re-lay each song on whole bars so its windows start on multiples of 16 steps.
@@ -148,6 +174,16 @@ class Corpus:
             parts["root"].append(lay(song.root, -1))
             parts["bass"].append(lay(song.bass, -1))
             parts["feat"].append(bar_features_from_roll(roll.transpose(1, 0, 2).astype(np.float32), velocity.astype(np.float32)))
+            for part in ("melody", "accompaniment"):
+                part_roll = getattr(song, part)
+                if part_roll is None:  # a song built without parts: everything is accompaniment
+                    part_roll = np.zeros_like(song.roll) if part == "melody" else song.roll
+                    part_velocity = np.zeros_like(song.velocity) if part == "melody" else song.velocity
+                else:
+                    part_velocity = getattr(song, part + "_velocity")
+                part_roll, part_velocity = lay(part_roll), lay(part_velocity)
+                parts[part].append(part_roll)
+                parts[part + "_feat"].append(bar_features_from_roll(part_roll.transpose(1, 0, 2).astype(np.float32), part_velocity.astype(np.float32)))
             parts["starts"].append(starts + offset)
             parts["song"].append(np.full(len(starts), i))
             offset += len(source)
@@ -162,6 +198,10 @@ class Corpus:
             song_ids=[s.song_id for s in songs],
             key_tonic=np.array([s.key.tonic for s in songs]),
             key_minor=np.array([s.key.mode == "minor" for s in songs]),
+            melody=np.concatenate(parts["melody"]),
+            accompaniment=np.concatenate(parts["accompaniment"]),
+            melody_features=np.concatenate(parts["melody_feat"]),
+            accompaniment_features=np.concatenate(parts["accompaniment_feat"]),
         )
 
     def save(self, path: Path) -> None:
@@ -176,18 +216,28 @@ class Corpus:
         fields["song_ids"] = [str(s) for s in fields["song_ids"]]
         return cls(**fields)
 
-    def feature_quantiles(self) -> dict[str, list[float]]:
-        """5th, 50th and 95th percentiles of each bar feature over non-empty bars."""
+    def part_roll(self, part: str = "all") -> np.ndarray:
+        """The roll of one part: ``all`` (every track), ``melody`` or ``accompaniment``."""
+        return {"all": self.roll, "melody": self.melody, "accompaniment": self.accompaniment}[part]
+
+    def part_features(self, part: str = "all") -> np.ndarray:
+        """The bar features measured on one part alone."""
+        return {"all": self.bar_features, "melody": self.melody_features, "accompaniment": self.accompaniment_features}[part]
+
+    def feature_quantiles(self, part: str = "all") -> dict[str, list[float]]:
+        """5th, 50th and 95th percentiles of each bar feature of ``part`` over its non-empty bars."""
         from bgmgen.music.conditioning import BAR_FEATURES
 
-        busy = self.bar_features[self.bar_features[:, 0] > 0]
+        features = self.part_features(part)
+        busy = features[features[:, 0] > 0]
         return {name: np.percentile(busy[:, i], [5, 50, 95]).round(4).tolist() for i, name in enumerate(BAR_FEATURES)}
 
-    def windows(self, index: np.ndarray, transpose: np.ndarray | None = None, device="cpu"):
+    def windows(self, index: np.ndarray, transpose: np.ndarray | None = None, device="cpu", part: str = "all"):
         """Windows ``index`` (into ``window_starts``) as tensors, transposed by ``transpose`` semitones.
 
-        Returns ``(roll [B, 2, T, 88] float, chroma, root, bass, bar_features, segment_ids)``;
-        segment ids are left to the caller (all zeros here).
+        Returns ``(roll [B, 2, T, 88] float, chroma, root, bass, bar_features, segment_ids)`` of
+        ``part`` (see ``part_roll``; the bar features are that part's); segment ids are left to the
+        caller (all zeros here).
         """
         import torch
 
@@ -195,11 +245,11 @@ class Corpus:
         steps = starts[:, None] + torch.arange(WINDOW_STEPS, device=device)
         bars = starts[:, None] // STEPS_PER_BAR + torch.arange(BARS_PER_WINDOW, device=device)
         tensors = self._device_tensors(device)
-        roll = tensors["roll"][steps].float().permute(0, 2, 1, 3)  # [B, 2, T, 88]
+        roll = tensors[part][steps].float().permute(0, 2, 1, 3)  # [B, 2, T, 88]
         chroma = tensors["chroma"][steps].float()
         root = tensors["root"][steps].long()
         bass = tensors["bass"][steps].long()
-        features = tensors["bar_features"][bars].clone()
+        features = tensors[part + "_features"][bars].clone()
         if transpose is not None:
             shift = torch.as_tensor(transpose, device=device)
             roll = _shift_pitch(roll, shift)
@@ -218,11 +268,15 @@ class Corpus:
         key = str(device)
         if key not in cache:
             cache[key] = {
-                "roll": torch.as_tensor(self.roll, device=device),
+                "all": torch.as_tensor(self.roll, device=device),
+                "melody": torch.as_tensor(self.melody, device=device),
+                "accompaniment": torch.as_tensor(self.accompaniment, device=device),
+                "all_features": torch.as_tensor(self.bar_features, device=device),
+                "melody_features": torch.as_tensor(self.melody_features, device=device),
+                "accompaniment_features": torch.as_tensor(self.accompaniment_features, device=device),
                 "chroma": torch.as_tensor(self.chroma, device=device),
                 "root": torch.as_tensor(self.root, device=device),
                 "bass": torch.as_tensor(self.bass, device=device),
-                "bar_features": torch.as_tensor(self.bar_features, device=device),
             }
         return cache[key]
 

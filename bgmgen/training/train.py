@@ -5,6 +5,11 @@ SAC-Att) and sometimes a known prefix (so the model learns to continue a previou
 the conditions of some items (for classifier-free guidance), noises the roll and trains the network
 to recover it with a Bernoulli (BCE) objective: notes fill ~2% of the cells, and a plain MSE drifts
 towards silence (docs/measurements).
+
+``TrainConfig.part`` picks what the model writes: ``all`` (the three POP909 tracks as one roll),
+``melody`` (the MELODY track: the first stage of the cascade) or ``accompaniment`` (BRIDGE + PIANO,
+given the real melody as aligned input channels). ``init_from`` starts from another checkpoint,
+new input channels at zero (``checkpoint.load_widened``), which makes CPU training a fine-tune.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from bgmgen.evaluation.metrics import chord_tone_ratio, in_key_ratio
-from bgmgen.music.checkpoint import ModelInfo, build_model, save_checkpoint
+from bgmgen.errors import BgmgenError
+from bgmgen.music.checkpoint import ModelInfo, build_model, load_widened, save_checkpoint
 from bgmgen.music.conditioning import build_batch
 from bgmgen.music.roll import BARS_PER_WINDOW, STEPS_PER_BAR
 from bgmgen.music.sampler import (
@@ -59,6 +65,16 @@ class TrainConfig:
     resume: bool = True
     state: Path | None = None  # full training state for resuming; default: beside ``out``
     model: UNetConfig = field(default_factory=UNetConfig)
+    part: str = "all"  # all | melody | accompaniment (see the module docstring)
+    init_from: Path | None = None  # checkpoint to start a fresh run from (ignored when resuming)
+    threads: int | None = None  # torch CPU threads (None = torch's default)
+
+
+PARTS = ("all", "melody", "accompaniment")
+
+# The cascade's melody model: a small temporal UNet (a tune is one voice; it needs far less capacity).
+MELODY_CONFIG = UNetConfig(channels=(48, 64, 80), attention=(False, False, True), res_blocks=1, heads=4,
+                           token_dim=64, time_dim=64, groups=8)
 
 
 def _state_path(cfg: TrainConfig) -> Path:
@@ -87,11 +103,12 @@ def make_batch(corpus: Corpus, index: np.ndarray, rng: np.random.Generator, cfg:
     """Rolls [B, 2, T, 88] and their ConditionBatch, with the loss mask over steps [B, T]."""
     n = len(index)
     shift = rng.integers(-6, 6, size=n) if augment else np.zeros(n, dtype=np.int64)
-    roll, chroma, root, bass, features, _ = corpus.windows(index, shift, device=device)
+    roll, chroma, root, bass, features, _ = corpus.windows(index, shift, device=device, part=cfg.part)
+    melody = corpus.windows(index, shift, device=device, part="melody")[0] if cfg.model.melody_channels else None
     segments = torch.as_tensor(random_segments(n, rng, cfg.segment_break_probability), device=device)
     prefix_bars = np.where(rng.random(n) < cfg.context_probability, rng.choice([1, 2, 4], size=n), 0)
     known = torch.as_tensor(prefix_bars * STEPS_PER_BAR, device=device)
-    cond = build_batch(chroma, root, bass, features, segments, roll, known)
+    cond = build_batch(chroma, root, bass, features, segments, roll, known, melody)
     loss_mask = (torch.arange(roll.shape[2], device=device)[None, :] >= known[:, None]).float()
     return roll, cond, loss_mask
 
@@ -166,9 +183,12 @@ class TrainingRun:
     step: int = 0
 
     @classmethod
-    def start(cls, config: UNetConfig, lr: float, device, state_path: Path, resume: bool) -> TrainingRun:
-        """Fresh weights, or the saved state at ``state_path`` when ``resume`` and it exists."""
+    def start(cls, config: UNetConfig, lr: float, device, state_path: Path, resume: bool, init_from: Path | None = None) -> TrainingRun:
+        """Fresh weights (or those of ``init_from``), or the saved state at ``state_path`` when ``resume`` and it exists."""
         model, ema = build_model(config).to(device), build_model(config).to(device)
+        if init_from is not None and not (resume and state_path.exists()):
+            load_widened(model, init_from)
+            log.info("starting from %s", init_from)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         run = cls(model, ema, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01), state_path)
@@ -206,7 +226,13 @@ class TrainingRun:
 
 def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None, cache: Path = Path(".cache/pop909")) -> Path:
     """Train (or resume) and write the EMA checkpoint to ``cfg.out``; returns that path."""
+    if cfg.part not in PARTS:
+        raise BgmgenError(f"unknown part {cfg.part!r}: use {', '.join(PARTS)}")
+    if (cfg.part == "accompaniment") != bool(cfg.model.melody_channels):
+        raise BgmgenError("an accompaniment model (and only one) takes the melody as input channels")
     device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -214,11 +240,11 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = 
         torch.backends.cudnn.benchmark = True
     corpora = load_corpora(cfg.data, cache)
     train_set, valid_set = corpora["train"], corpora["valid"]
-    run = TrainingRun.start(cfg.model, cfg.lr, device, _state_path(cfg), cfg.resume)
+    run = TrainingRun.start(cfg.model, cfg.lr, device, _state_path(cfg), cfg.resume, cfg.init_from)
     scheduler = training_scheduler()
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     rng = np.random.default_rng(cfg.seed + run.step)
-    info = ModelInfo(config=cfg.model, feature_quantiles=train_set.feature_quantiles(), schedule=dict(SCHEDULE))
+    info = ModelInfo(config=cfg.model, feature_quantiles=train_set.feature_quantiles(cfg.part), schedule=dict(SCHEDULE), part=cfg.part)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = cfg.out.with_suffix(".log.jsonl")
     started = time.monotonic()

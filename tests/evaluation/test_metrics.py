@@ -112,3 +112,48 @@ def test_chord_accuracy_hears_the_bass():
     roll = notes_to_roll(notes, 8)
     assert chord_accuracy(roll, [Chord.parse("C:maj")]) == 1.0
     assert chord_accuracy(roll, [Chord.parse("A:min")]) == 0.0
+
+
+def _melody_roll(notes, n_steps=128):
+    """Onsets (step, MIDI pitch, length) drawn into a [2, steps, 88] roll."""
+    from bgmgen.music.roll import Note, notes_to_roll
+
+    return notes_to_roll([Note(s, s + n, p) for s, p, n in notes], n_steps)
+
+
+def test_melody_statistics_of_a_known_line():
+    from bgmgen.evaluation.metrics import melody_statistics
+
+    # Bars 0-1 only (six empty bars of eight). Moves: +2, -1, +9 (leap), 0, -12 (leap).
+    line = [(0, 60, 4), (4, 62, 4), (8, 61, 4), (16, 70, 4), (20, 70, 4), (24, 58, 8)]
+    roll = _melody_roll(line)
+    chroma = np.zeros((128, 12))
+    root = np.full(128, -1)
+    chroma[:, [0, 4, 7, 2]] = 1  # C:maj(add9): the 9th (D) is no triad or seventh tone
+    root[:] = 0
+    stats = melody_statistics(roll, chroma, root)
+    assert stats["stepwise"] == pytest.approx(3 / 5)  # +2, -1 and the repeated note
+    assert stats["leaps"] == pytest.approx(2 / 5)
+    assert stats["range"] == 70 - 58
+    # Onsets on beats 1 and 3 (steps 0, 8, 16, 24): C (yes), C# (no), A# (no), A# (no).
+    assert stats["strong_chord_tones"] == pytest.approx(1 / 4)
+    assert stats["empty_bars"] == pytest.approx(6 / 8)
+    # A D on a strong beat is not counted as a chord tone: only triad and seventh are.
+    stats = melody_statistics(_melody_roll([(0, 62, 4)]), chroma, root)
+    assert stats["strong_chord_tones"] == 0.0 and np.isnan(stats["stepwise"])
+
+
+def test_sus_chords_keep_their_fourth():
+    from bgmgen.evaluation.metrics import triad_and_seventh
+
+    chroma = np.zeros((2, 12))
+    chroma[:, [0, 5, 7]] = 1  # C:sus4
+    tones = triad_and_seventh(chroma, np.zeros(2, dtype=int))
+    assert tones[0, 5] and tones[0, 0] and tones[0, 7]
+
+
+def test_melody_line_takes_the_highest_onset_of_a_step():
+    from bgmgen.evaluation.metrics import melody_line
+
+    steps, pitches = melody_line(_melody_roll([(0, 60, 2), (0, 67, 2), (4, 64, 2)]))
+    assert steps.tolist() == [0, 4] and pitches.tolist() == [67, 64]

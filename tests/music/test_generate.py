@@ -202,3 +202,95 @@ def test_shipped_model_obeys_density(shipped):
     busy = shipped.generate(make_plan(8, density=0.9), seed=1)
     assert sparse[0].sum() > 0
     assert sparse[0].sum() < 0.5 * busy[0].sum()  # measured 0.20-0.27 over seeds 0-5
+
+
+# ----------------------------------------------------------------------------- the melody cascade
+
+
+def tiny_cascade(options=SamplerOptions(steps=2, guidance=3.0)) -> MusicGenerator:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    melody = MusicUNet(TINY)
+    torch.nn.init.normal_(melody.conv_out.weight, std=0.5)
+    torch.nn.init.constant_(melody.conv_out.bias, -1.0)
+    wide = replace(TINY, melody_channels=2 * N_PITCHES)
+    accompaniment = MusicUNet(wide)
+    torch.nn.init.normal_(accompaniment.conv_out.weight, std=0.5)
+    torch.nn.init.constant_(accompaniment.conv_out.bias, -1.0)
+    return MusicGenerator(accompaniment, ModelInfo(config=wide, feature_quantiles=QUANTILES, part="accompaniment"), "cpu", options,
+                          melody, ModelInfo(config=TINY, feature_quantiles=QUANTILES, part="melody"))
+
+
+def test_one_voice_keeps_the_highest_onset_within_the_register():
+    from bgmgen.music.generate import MELODY_HIGH, MELODY_LOW, one_voice
+    from bgmgen.music.roll import Note, notes_to_roll, roll_to_notes
+
+    roll = notes_to_roll([Note(0, 8, 60), Note(0, 3, 64), Note(4, 6, 40), Note(10, 12, 100)], 16)
+    notes = roll_to_notes(one_voice(roll))
+    assert [(n.start, n.end, n.pitch) for n in notes] == [(0, 3, 64), (4, 6, 52 + 12 * ((MELODY_LOW - 52 + 11) // 12)), (10, 12, 100 - 12 * ((100 - MELODY_HIGH + 11) // 12))]
+    assert all(MELODY_LOW <= n.pitch <= MELODY_HIGH for n in notes)
+
+
+def test_returning_segments_with_the_same_chords():
+    from bgmgen.music.generate import returning_phrases
+
+    plan = make_plan(12, segments=[(0, 4), (4, 8), (8, 12)])  # POP repeats every 4 bars: all three alike
+    assert returning_phrases(plan) == {1: 0, 2: 0}
+    other = make_plan(12, chords=POP + ["D:min"] * 2, segments=[(0, 4), (4, 8), (8, 12)])  # 10 labels: no repeats
+    assert returning_phrases(other) == {}
+
+
+def test_cascade_writes_one_voice_melody_and_an_accompaniment_under_it(monkeypatch):
+    generator = tiny_cascade()
+    seen = []
+    original = generator.model.forward
+
+    def spy(x, t, cond, **kwargs):
+        seen.append(None if cond.melody is None else cond.melody.clone())
+        return original(x, t, cond, **kwargs)
+
+    monkeypatch.setattr(generator.model, "forward", spy)
+    plan = make_plan(14, segments=[(0, 4), (4, 8), (8, 14)])
+    parts = generator.generate_parts(plan, seed=1)
+    assert parts.melody.shape == parts.accompaniment.shape == (2, 14 * STEPS_PER_BAR, N_PITCHES)
+    assert (parts.melody[0].sum(axis=1) <= 1).all() and parts.melody[0].sum() > 0  # one voice
+    assert parts.accompaniment[0].sum() > 0
+    # The accompaniment model saw the melody of its window: the first window's is the first 8 bars'.
+    assert seen and all(m is not None for m in seen)
+    first = torch.as_tensor(parts.melody[:, :WINDOW_STEPS]).permute(0, 2, 1).reshape(2 * N_PITCHES, -1)
+    assert torch.equal(seen[0][0], first)
+    # Segment 1 (bars 4-7) returns with segment 0's chords and takes up its melody.
+    bar = STEPS_PER_BAR
+    assert np.array_equal(parts.melody[:, 4 * bar : 8 * bar], parts.melody[:, 0 : 4 * bar])
+    # generate() is both parts in one roll, and the seed decides.
+    assert np.array_equal(generator.generate(plan, seed=1), parts.combined())
+    assert not np.array_equal(generator.generate(plan, seed=2), parts.combined())
+
+
+def test_cascade_from_checkpoint_finds_its_melody_model(tmp_path):
+    from bgmgen.music.generate import MELODY_CHECKPOINT_NAME
+
+    cascade = tiny_cascade()
+    save_checkpoint(cascade.model, cascade.info, tmp_path / "acc.safetensors")
+    with pytest.raises(ModelError, match="not found"):
+        MusicGenerator.from_checkpoint(tmp_path / "acc.safetensors")
+    save_checkpoint(cascade.melody_model, cascade.melody_info, tmp_path / MELODY_CHECKPOINT_NAME)
+    loaded = MusicGenerator.from_checkpoint(tmp_path / "acc.safetensors", options=SamplerOptions(steps=1))
+    assert loaded.melody_info.part == "melody"
+    assert loaded.generate_parts(make_plan(2)).melody.shape == (2, 32, N_PITCHES)
+    with pytest.raises(ModelError, match="is a melody model"):
+        MusicGenerator.from_checkpoint(tmp_path / MELODY_CHECKPOINT_NAME)
+
+
+def test_decode_one_voice_takes_the_likeliest_pitch_of_each_onset():
+    from bgmgen.music.generate import decode_one_voice
+    from bgmgen.music.roll import PITCH_LOW, roll_to_notes
+
+    soft = np.zeros((2, 16, N_PITCHES), dtype=np.float32)
+    soft[0, 0, 60 - PITCH_LOW], soft[0, 0, 64 - PITCH_LOW] = 0.3, 0.25  # spread certainty: 60 is likelier
+    soft[1, 1:4, 60 - PITCH_LOW] = 0.4
+    soft[0, 8, 67 - PITCH_LOW] = 0.15  # below the threshold: no note
+    soft[0, 10, 30 - PITCH_LOW] = 0.9  # outside the melody's register: ignored
+    notes = roll_to_notes(decode_one_voice(soft, 0.2))
+    assert [(n.start, n.end, n.pitch) for n in notes] == [(0, 4, 60)]
