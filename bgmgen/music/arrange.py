@@ -217,7 +217,7 @@ def pad_part(plan: Plan, chords: list[Chord]) -> list[Note]:
     half = 0
     while half < len(chords):
         end = half + 1
-        while end < len(chords) and chords[end] == chords[half] and end % 4:  # at most a bar held
+        while end < len(chords) and chords[end] == chords[half] and end % 4:  # held up to the next 2-bar line
             end += 1
         chord = chords[half]
         bar = min(half * HALF_BAR // STEPS_PER_BAR, plan.n_bars - 1)
