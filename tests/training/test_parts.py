@@ -116,3 +116,17 @@ def test_train_the_cascade(prepared, tmp_path):
     assert (a - b).abs().max() < 0.05
     with pytest.raises(BgmgenError, match="melody as input"):
         train(TrainConfig(out=tmp_path / "bad.safetensors", part="accompaniment", model=TINY, **base), cache=tmp_path)
+
+
+def test_train_cli_rejects_a_bad_part_or_start_in_one_line(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from bgmgen.cli import app
+
+    for extra, message in ((["--part", "bass"], "unknown part 'bass'"),
+                           (["--part", "accompaniment", "--init-from", str(tmp_path / "none.safetensors")], "no such checkpoint"),
+                           (["--part", "melody", "--backbone", "paper2d"], "uses the temporal1d backbone")):
+        result = CliRunner().invoke(app, ["train", "--data", str(prepared), "--out", str(tmp_path / "m.safetensors"), "-q", *extra])
+        assert result.exit_code != 0, extra
+        assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.safetensors").exists()
