@@ -266,10 +266,11 @@ def _pin_cuts(times: np.ndarray, duration: float, start_tempo: float, target: fl
                 grown.append(_Partial(partial.pins, partial.tempos, pos, partial.misses + miss, partial.change))
         grown.sort(key=lambda h: (h.misses, h.change))
         beam = grown[:beam_width]
-    tempos = beam[0].tempos
-    edges = bar_edges(tempos)
-    needed = max(1, int(np.searchsorted(edges, duration - 1e-9, side="left")))
-    return tempos[:needed]
+    def covering(tempos: np.ndarray) -> np.ndarray:
+        return tempos[: max(1, int(np.searchsorted(bar_edges(tempos), duration - 1e-9, side="left")))]
+
+    # The beam counts misses as it pins; the final choice measures them on the finished maps.
+    return min((covering(h.tempos) for h in beam), key=lambda t: misfit(cut_alignment(times, t, FIT_MARGIN)))
 
 
 def _solve_bars(frozen: np.ndarray, pins: list[tuple[float, float]], n_free: int,

@@ -172,3 +172,25 @@ def test_cut_alignment_figures_count_far_cuts_only_for_downbeats():
     assert figures["far_cuts"] == 2 and figures["far_cuts_on_downbeats"] == 0.5
     assert figures["cuts_on_beats"] == pytest.approx(2 / 3)  # 5.2 s is 0.2 s from a beat, over a sixteenth (0.125 s)
     assert ON_GRID == 1 / 16
+
+
+@pytest.mark.slow
+def test_synthetic_clip_with_irregular_cuts_lands_on_the_written_downbeats(tmp_path):
+    from bgmgen.evaluation.sync import grid_figures
+    from bgmgen.video.visual import analyze_video
+    from conftest import make_clip
+
+    cuts = [4.2, 11.5, 17.0, 17.6, 25.3, 33.8, 38.4]
+    clip = make_clip(tmp_path, "irregular.mp4", duration=42.0, cuts=cuts)
+    analysis = analyze_video(clip)  # TransNetV2
+    assert analysis.cuts == pytest.approx(cuts, abs=0.05)
+    plan = make_plan(analysis, PlanOptions(seed=1))
+    roll = np.zeros((2, plan.n_bars * STEPS_PER_BAR, 88), np.float32)
+    roll[0, ::8, 48] = 1
+    figures = grid_figures(write_midi(roll, plan, tmp_path / "irregular.mid"), analysis.cuts)
+    # Five of six far cuts reach a downbeat here (issue 12 asks for 90 %; docs/picture-to-music.md has the
+    # figures); one tempo gets far fewer.
+    assert figures.far_cuts >= 5 and figures.far_on_downbeats >= 0.8 and figures.on_beats >= 0.9
+    assert plan.cut_alignment["far_cuts_on_downbeats"] == pytest.approx(figures.far_on_downbeats, abs=0.17)
+    one_tempo = make_plan(analysis, PlanOptions(seed=1, tempo=plan.tempo))
+    assert one_tempo.cut_alignment["far_cuts_on_downbeats"] < figures.far_on_downbeats - 0.3

@@ -4,7 +4,6 @@ cascade's two models (the melody model, and the accompaniment model widened from
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
