@@ -35,7 +35,7 @@ def main() -> None:
     from bgmgen.music.plan import Plan, Segment
     from bgmgen.music.roll import STEPS_PER_BAR, Note, notes_to_roll, split_top_line
     from bgmgen.music.styles import get_style
-    from bgmgen.pipeline import RENDER_GROUPS
+    from bgmgen.sound.band import RENDER_GROUPS
     from bgmgen.sound.render import find_soundfont, render, render_stems
 
     n_bars, tempo = 22, 86.4

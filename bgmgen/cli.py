@@ -202,7 +202,7 @@ def score(
         if report is not None:
             check_report_path(video, report, force)
         if stems is not None:
-            from bgmgen.pipeline import check_stems_dir
+            from bgmgen.sound.band import check_stems_dir
 
             check_stems_dir(stems, force)
         options = _options(seed, device, tempo, key, plan, guidance, steps, sampler, checkpoint, shot_detector,

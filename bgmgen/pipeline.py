@@ -6,7 +6,7 @@
     parts    = MusicGenerator.generate_parts(plan)    # diffusion, window by window: melody + accompaniment
     band     = arrange.arrange(plan, parts, style)    # + bass, drums, pad in the plan's style
     midi     = midi.write_arrangement(band, plan)     # pretty_midi, one track per role
-    wav      = render.render_stems(midis, duration)   # FluidSynth per part, summed, trimmed and normalised
+    wav      = band.render_band(band, duration)       # FluidSynth per part, summed, trimmed and normalised
     output   = mux.mux(video, wav, output)            # ffmpeg, video copied
 
 Every stage reports progress through ``progress(stage, fraction)``; the library never prints.
@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmgen.errors import BgmgenError, ModelError, OutputError
-from bgmgen.files import new_partial
+from bgmgen.errors import BgmgenError, ModelError
 from bgmgen.music.arrange import Arrangement, arrange
 from bgmgen.music.midi import write_arrangement
 from bgmgen.music.plan import Plan, PlanOptions, make_plan
 from bgmgen.music.roll import GeneratedParts
-from bgmgen.music.styles import ROLES, Style, get_style
+from bgmgen.music.styles import Style, get_style
 from bgmgen.music.sampler import SamplerOptions
 from bgmgen.sound.mux import MuxOptions, check_output_path, mux
-from bgmgen.sound.render import RenderOptions, render_stems
+from bgmgen.sound.band import render_band
+from bgmgen.sound.render import RenderOptions
 from bgmgen.sound.speech import melody_expression, voice_spans
 from bgmgen.video.decode import VideoInfo, probe
 from bgmgen.video.features import FeatureModels
@@ -42,7 +42,6 @@ log = logging.getLogger("bgmgen")
 
 Progress = Callable[[str, float], None]
 STAGES = ("analyse", "plan", "compose", "render", "mux")
-RENDER_GROUPS = {"tune": ["melody", "accompaniment", "pad"], "rhythm": ["bass", "drums"]}  # FluidSynth runs, in parallel
 
 
 @dataclass(frozen=True)
@@ -154,77 +153,27 @@ class Scorer:
         parts = self.compose(plan, report)
         band = self.arrange(plan, parts)
         seconds["compose"] = time.perf_counter() - start
-        stems: dict[str, Path] = {}
         with tempfile.TemporaryDirectory(prefix="bgmgen-") as tmp:
             start = time.perf_counter()
             expression = {}
             if self.options.mux.keep_audio and info.has_audio:
                 # The melody steps back where the original has a voice; the whole music still ducks in mux.
                 expression["melody"] = melody_expression(voice_spans(video, info.duration), info.duration)
-            seed = self.options.seed
-            if stems_dir is None:
-                # Two halves of the band rendered side by side and summed: on two cores about half the wall time.
-                midis = {
-                    name: write_arrangement(band, plan, Path(tmp) / f"{name}.mid", seed, roles, expression)
-                    if any(band.parts[r].notes for r in roles if r in band.parts) else None
-                    for name, roles in RENDER_GROUPS.items()
-                }
-                wav = render_stems(midis, None, Path(tmp) / "music.wav", info.duration, self.options.render)["mix"]
-            else:
-                midis = {
-                    role: write_arrangement(band, plan, Path(tmp) / f"{role}.mid", seed, [role], expression)
-                    if part.notes else None
-                    for role, part in band.parts.items()
-                }
-                stems_dir = prepare_stems_dir(stems_dir, self.options.mux.force)
-                stems = render_stems(midis, stems_dir, stems_dir / "mix.wav", info.duration, self.options.render)
-                wav = stems["mix"]
+            stems = render_band(band, plan, Path(tmp), info.duration, self.options.render, self.options.seed,
+                                expression, stems_dir, self.options.mux.force)  # fmt: skip
+            wav = stems["mix"]
             seconds["render"] = time.perf_counter() - start
             report("render", 1.0)
             start = time.perf_counter()
             mux(video, wav, output, info.duration, info.has_audio, self.options.mux, progress=lambda f: report("mux", f))
             seconds["mux"] = time.perf_counter() - start
             report("mux", 1.0)
-        return ScoreResult(output, plan, _n_notes(band), seconds, parts.combined(), parts, band, stems)
+        return ScoreResult(output, plan, _n_notes(band), seconds, parts.combined(), parts, band,
+                           stems if stems_dir is not None else {})  # fmt: skip
 
 
 def _n_notes(band: Arrangement) -> int:
     return sum(len(part.notes) for part in band.parts.values())
-
-
-def stems_files(folder: Path) -> list[Path]:
-    """The files ``--stems`` writes in ``folder``: one WAV per role and the mix."""
-    return [Path(folder) / f"{name}.wav" for name in (*ROLES, "mix")]
-
-
-def check_stems_dir(folder: Path, force: bool) -> None:
-    """Refuse a stems folder that cannot be written, before any heavy work: its parent must exist (the folder
-    itself is made), and without ``force`` none of the stem files may exist yet."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"--stems must name a folder, not a file: {folder}")
-    parent = folder if folder.is_dir() else folder.parent
-    if not parent.is_dir():
-        raise OutputError(f"stems folder's parent does not exist: {parent}")
-    if not force:
-        for path in stems_files(folder):
-            if path.exists():
-                raise OutputError(f"stem exists (use --force to overwrite): {path}")
-    if folder.is_dir():
-        try:
-            new_partial(folder / "mix.wav").unlink()
-        except (OSError, OutputError):
-            raise OutputError(f"stems folder is not writable: {folder}") from None
-
-
-def prepare_stems_dir(folder: Path, force: bool) -> Path:
-    """Check the stems folder again (things may have changed during the run) and make it."""
-    check_stems_dir(folder, force)
-    try:
-        Path(folder).mkdir(exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot make the stems folder {folder}: {e.strerror or e}") from None
-    return Path(folder)
 
 
 def plan_for(
