@@ -22,7 +22,7 @@ from listening import plan_from_song  # noqa: E402
 
 from bgmgen.evaluation.metrics import melody_statistics  # noqa: E402
 from bgmgen.music.generate import MusicGenerator  # noqa: E402
-from bgmgen.music.midi import note_velocities  # noqa: E402
+from bgmgen.music.arrange import step_velocities  # noqa: E402
 from bgmgen.music.plan import Plan  # noqa: E402
 from bgmgen.music.roll import STEPS_PER_BAR, GeneratedParts, roll_to_notes  # noqa: E402
 from bgmgen.sound.render import RenderOptions, render  # noqa: E402
@@ -36,7 +36,7 @@ def write_parts(parts: GeneratedParts, plan: Plan, path: Path) -> Path:
     import pretty_midi
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
-    velocity = note_velocities(plan, parts.melody.shape[1])
+    velocity = step_velocities(plan, parts.melody.shape[1])
     for name, roll, program, lift in (("melody", parts.melody, FLUTE, 10), ("accompaniment", parts.accompaniment, PIANO, -10)):
         track = pretty_midi.Instrument(program=program, name=name)
         for note in roll_to_notes(roll, velocity):

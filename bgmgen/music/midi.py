@@ -20,32 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.files import atomic_output
-from bgmgen.music.arrange import Arrangement, Part
+from bgmgen.music.arrange import ACCOMPANIMENT_CUT, MELODY_ACCENT, Arrangement, Part, step_velocities
 from bgmgen.music.hits import accent_hits
 from bgmgen.music.plan import Plan
-from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, STEPS_PER_BEAT, Note, roll_to_notes
+from bgmgen.music.roll import MELODY_FLOOR, STEPS_PER_BAR, Note, roll_to_notes
 from bgmgen.music.styles import ROLES
 
 PIANO_PROGRAM = 0  # General MIDI Acoustic Grand Piano
-MIN_VELOCITY, MAX_VELOCITY = 40, 110
-BEAT_ACCENT = {0: 8, 2: 4}  # extra velocity on beat 1 and beat 3 of a bar
-MELODY_ACCENT, ACCOMPANIMENT_CUT = 10, 4  # top line louder, the notes under it softer
 TIMING_SPREAD = 0.004  # s, standard deviation of the humanised onset times (cut at twice that)
 VELOCITY_SPREAD = 3.0  # standard deviation of the humanised velocities (cut at twice that)
 MIN_NOTE = 0.02  # s: shorter notes (cut by the video's end) are dropped
 CC_VOLUME, CC_PAN, CC_EXPRESSION, CC_REVERB, CC_CHORUS = 7, 10, 11, 91, 93
-
-
-def note_velocities(plan: Plan, n_steps: int) -> np.ndarray:
-    """Velocity for a note starting at each step."""
-    step = np.arange(n_steps)
-    bar = np.minimum(step // STEPS_PER_BAR, plan.n_bars - 1)
-    energy = np.asarray(plan.energy)[bar]
-    velocity = MIN_VELOCITY + energy * (MAX_VELOCITY - MIN_VELOCITY - max(BEAT_ACCENT.values()))
-    in_bar = step % STEPS_PER_BAR
-    for beat, accent in BEAT_ACCENT.items():
-        velocity[in_bar == beat * STEPS_PER_BEAT] += accent
-    return np.clip(np.round(velocity), 1, 127).astype(int)
 
 
 def balance_voices(notes: list[Note]) -> list[Note]:
@@ -69,7 +54,7 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     """A ``pretty_midi.PrettyMIDI`` with one piano track playing ``roll`` at the plan's tempo."""
     import pretty_midi
 
-    notes = accent_hits(balance_voices(roll_to_notes(roll, velocity=note_velocities(plan, roll.shape[1]))), plan)
+    notes = accent_hits(balance_voices(roll_to_notes(roll, velocity=step_velocities(plan, roll.shape[1]))), plan)
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     write_tempo_map(midi, plan)

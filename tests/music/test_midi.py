@@ -7,14 +7,8 @@ import pytest
 
 pretty_midi = pytest.importorskip("pretty_midi")
 
-from bgmgen.music.midi import (
-    BEAT_ACCENT,
-    MAX_VELOCITY,
-    MIN_VELOCITY,
-    note_velocities,
-    roll_to_midi,
-    write_midi,
-)  # noqa: E402
+from bgmgen.music.arrange import BEAT_ACCENT, MAX_VELOCITY, MIN_VELOCITY, step_velocities  # noqa: E402
+from bgmgen.music.midi import roll_to_midi, write_midi  # noqa: E402
 from bgmgen.music.plan import Plan, Segment  # noqa: E402
 from bgmgen.music.roll import STEPS_PER_BAR, Note, notes_to_roll  # noqa: E402
 
@@ -74,7 +68,7 @@ def test_notes_are_cut_at_the_end_and_the_final_bar_rings():
 
 def test_velocity_follows_energy_with_beat_accents():
     plan = make_plan(energy=(0.0, 1.0, 0.5, 0.5))
-    velocity = note_velocities(plan, 4 * STEPS_PER_BAR + 5)
+    velocity = step_velocities(plan, 4 * STEPS_PER_BAR + 5)
     assert velocity[1] == MIN_VELOCITY  # no energy, no accent
     assert velocity[0] == MIN_VELOCITY + BEAT_ACCENT[0]
     assert velocity[8] == MIN_VELOCITY + BEAT_ACCENT[2]
