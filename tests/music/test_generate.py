@@ -19,7 +19,7 @@ from bgmgen.music.generate import (
 )  # noqa: E402
 from bgmgen.music.harmony import Chord, Key  # noqa: E402
 from bgmgen.music.plan import Plan, Segment  # noqa: E402
-from bgmgen.music.roll import N_PITCHES, STEPS_PER_BAR, WINDOW_STEPS  # noqa: E402
+from bgmgen.music.roll import N_PITCHES, PITCH_LOW, STEPS_PER_BAR, WINDOW_STEPS  # noqa: E402
 from bgmgen.music.sampler import SamplerOptions  # noqa: E402
 from bgmgen.music.unet import MusicUNet, UNetConfig  # noqa: E402
 from bgmgen.weights import default_checkpoint  # noqa: E402
@@ -202,6 +202,23 @@ def test_shipped_model_obeys_density(shipped):
     busy = shipped.generate(make_plan(8, density=0.9), seed=1)
     assert sparse[0].sum() > 0
     assert sparse[0].sum() < 0.5 * busy[0].sum()  # measured 0.20-0.27 over seeds 0-5
+
+
+def test_shipped_model_is_a_cascade_with_a_one_voice_tune_on_the_chords(shipped):
+    from bgmgen.evaluation.metrics import melody_statistics
+    from bgmgen.music.generate import MELODY_HIGH, MELODY_LOW
+
+    assert shipped.info.part == "accompaniment" and shipped.melody_info.part == "melody"
+    plan = make_plan(8, segments=[(0, 4), (4, 8)])
+    parts = shipped.generate_parts(plan, seed=0)
+    melody = parts.melody
+    assert (melody[0].sum(axis=1) <= 1).all() and melody[0].sum() >= 4  # one voice, and a tune at all
+    pitches = np.flatnonzero(melody[0].any(axis=0)) + PITCH_LOW
+    assert pitches.min() >= MELODY_LOW and pitches.max() <= MELODY_HIGH
+    cond = window_conditions(plan, 0, shipped.melody_info.feature_quantiles)
+    stats = melody_statistics(melody, cond.chroma, cond.root)
+    assert stats["strong_chord_tones"] >= 0.7 and stats["leaps"] <= 0.2 and stats["range"] <= 24
+    assert parts.accompaniment[0].sum() > 0 and chord_tone_ratio(parts.accompaniment, cond.chroma) >= 0.7
 
 
 # ----------------------------------------------------------------------------- the melody cascade
