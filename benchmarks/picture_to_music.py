@@ -2,10 +2,10 @@
 
 For each clip of ``--videos`` (analysed with TransNetV2 on the CPU, planned with one ``--seed``): key,
 mode, tension, brightness and the cues behind them, the tempo map, and the plan's alignment figures.
-For clips with cuts, the music is composed with the shipped model, written to MIDI and rendered with
-FluidSynth, then measured: cuts against the written MIDI's downbeats and beats (pretty_midi), and the
-onset strength within 50 ms of the cuts against the median elsewhere and against the music's other
-beats, with and without the hits. ``--synthetic`` clips with irregular cuts (ffmpeg lavfi shots, known
+For clips with cuts, the music is composed with the shipped models, arranged as the pipeline does (in
+the plan's style), written to MIDI and rendered with FluidSynth, then measured: cuts against the
+written MIDI's downbeats and beats (pretty_midi), and the onset strength within 50 ms of the cuts
+against the median elsewhere and against the music's other beats, with and without the hits. ``--synthetic`` clips with irregular cuts (ffmpeg lavfi shots, known
 cut times) go through the same path; ``--random-sets`` draws cut lists with gaps of 3-9 s and 4-12 s
 and fits maps to them (plan only), to show how the fitter does on arbitrary editing.
 
@@ -15,7 +15,6 @@ and fits maps to them (plan only), to show how the fitter does on arbitrary edit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import tempfile
@@ -24,11 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from bgmgen.evaluation.sync import grid_figures, onset_ratio
+from bgmgen.music.arrange import arrange
 from bgmgen.music.generate import MusicGenerator
-from bgmgen.music.midi import write_midi
+from bgmgen.music.midi import write_arrangement
 from bgmgen.music.plan import PlanOptions, choose_tempo, make_plan
+from bgmgen.music.styles import get_style
 from bgmgen.music.tempo import cut_alignment, fit_tempo_map
-from bgmgen.sound.render import RenderOptions, read_wav, render
+from bgmgen.sound.band import render_band
+from bgmgen.sound.render import RenderOptions, read_wav
 from bgmgen.video.visual import analyze_video
 
 VIDEO_SUFFIXES = {".avi", ".mp4", ".webm", ".ogv", ".mov", ".mpeg", ".mkv"}
@@ -55,16 +57,19 @@ def make_synthetic(path: Path, cuts: tuple[float, ...], duration: float) -> Path
 
 
 def measure(generator: MusicGenerator, plan, seed: int, folder: Path) -> dict:
-    """Compose, write, render and measure one plan (with its hits and without them)."""
-    roll = generator.generate(plan, seed)
+    """Compose, arrange, write, render and measure one plan (with its hits and without them)."""
+    import pretty_midi
+
+    parts = generator.generate_parts(plan, seed)
     out = {}
     for label, hits in (("with_hits", plan.hits), ("without_hits", [])):
-        variant = dataclasses.replace(plan, hits=list(hits))
-        midi = write_midi(roll, variant, folder / f"{label}.mid")
-        wav = render(midi, folder / f"{label}.wav", plan.duration, RenderOptions())
+        work = folder / label
+        work.mkdir()
+        band = arrange(plan, parts, get_style(plan.style), seed, hits)
+        wav = render_band(band, plan, work, plan.duration, RenderOptions(), seed)["mix"]
         audio = read_wav(wav)
-        import pretty_midi
-
+        midi = work / "band.mid"
+        write_arrangement(band, plan, midi, seed)
         beats = pretty_midi.PrettyMIDI(str(midi)).get_beats().tolist()
         grid = grid_figures(midi, plan.cuts)
         out[label] = {
@@ -90,7 +95,9 @@ def describe(name: str, analysis, plan) -> dict:
         "cues": {k: round(v, 3) for k, v in plan.mood.items() if k not in ("tension", "brightness")},
         "luma": round(float(np.mean(analysis.brightness)), 3),
         "tempo": [round(float(tempos.min()), 1), round(float(tempos.max()), 1)],
+        "style": plan.style,
         "tempo_changes": len(plan.tempo_map),
+        "short_bars": [[b.bar, b.beats] for b in plan.short_bars],
         "plan_alignment": plan.cut_alignment,
         "hits": plan.hits,
     }
@@ -105,8 +112,8 @@ def random_sets(n_sets: int, seed: int) -> dict:
         for _ in range(n_sets):
             cuts = np.cumsum(rng.uniform(low, high, 10)).tolist()
             centre = choose_tempo(cuts, 100.0, 70.0, 140.0)
-            tempos = fit_tempo_map(cuts, cuts[-1] + 3.0, centre, 100.0, (70.0, 140.0))
-            aligned = cut_alignment(cuts, tempos)
+            tempos, beats = fit_tempo_map(cuts, cuts[-1] + 3.0, centre, 100.0, (70.0, 140.0))
+            aligned = cut_alignment(cuts, tempos, beats=beats)
             down += aligned.on_downbeat[aligned.far].tolist()
             beat += aligned.on_beat.tolist()
         out[f"gaps_{low:g}-{high:g}s"] = {"sets": n_sets, "far_cuts": len(down),

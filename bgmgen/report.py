@@ -251,7 +251,12 @@ def _draw_tempo(ax, plan: Plan) -> None:
     ax.set_ylabel("BPM", fontsize=10)
     changes = len(plan.tempo_map)
     text = "one tempo" if not changes else f"{changes} tempo change{'s' if changes != 1 else ''} on bar lines"
+    if plan.short_bars:
+        text += f", {len(plan.short_bars)} short bar{'s' if len(plan.short_bars) != 1 else ''}"
     ax.text(0.005, 0.9, text, transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#444444")
+    for short in plan.short_bars:  # a 2/4 or 3/4 bar, marked where it is
+        middle = 0.5 * (edges[short.bar] + edges[short.bar + 1])
+        ax.text(middle, low, f"{short.beats}/4", ha="center", va="bottom", fontsize=7, color=TEMPO_COLOUR)
 
 
 def _fits(text, renderer, left: float, right: float) -> bool:

@@ -185,16 +185,19 @@ def drum_part(plan: Plan, style: Style, drive: np.ndarray, hits: list[int], rng:
     n_steps = plan.n_bars * STEPS_PER_BAR
     variants = {level: _phrase_variants(plan, len(groove.drums[level]), rng) for level in range(3)}
     segment_starts = {s.start_bar for s in plan.segments[1:]}
+    bar_steps = plan.bar_beats() * STEPS_PER_BEAT
     notes: list[Note] = []
     for bar in range(plan.n_bars):
         first = bar * STEPS_PER_BAR
         base = 50 + 62 * float(drive[bar])
+        shift = 0  # a fill in a short bar plays its end, so it still leads into the next bar
         if bar == plan.n_bars - 1:  # the ending: one last hit, then the chord rings
             notes += [Note(first, first + 1, KICK, int(base)), Note(first, first + 1, CRASH, int(base))]
             continue
         level = energy_level(float(drive[bar]))
         if bar + 1 in segment_starts and groove.fills:
             pattern = groove.fills[int(rng.integers(len(groove.fills)))]
+            shift = STEPS_PER_BAR - int(bar_steps[bar])
         else:
             pattern = dict(groove.drums[level][variants[level][bar]])
             if rng.random() < EMBELLISH_CHANCE:  # small changes so no two minutes loop bar for bar
@@ -202,7 +205,8 @@ def drum_part(plan: Plan, style: Style, drive: np.ndarray, hits: list[int], rng:
                 line = pattern.get(piece, "." * 16).ljust(16, ".")
                 pattern[piece] = line[:step] + "o" + line[step + 1 :]
         for step, key, factor in pattern_hits(pattern):
-            notes.append(Note(first + step, first + step + 1, key, int(np.clip(base * factor, 1, 127))))
+            if step >= shift:
+                notes.append(Note(first + step - shift, first + step - shift + 1, key, int(np.clip(base * factor, 1, 127))))
         if bar in segment_starts:
             notes.append(Note(first, first + 1, CRASH, int(np.clip(base + 10, 1, 127))))
     for hit in hits:

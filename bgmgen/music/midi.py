@@ -61,7 +61,7 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     piano = pretty_midi.Instrument(program=program, name="bgmgen piano")
     for note in notes:
         start = plan.step_time(note.start)
-        if start >= plan.duration:
+        if start >= plan.duration or not plan.step_sounds(note.start):
             continue
         end = plan.step_time(note.end)
         if note.start >= final_bar_start and _is_last_onset_of_pitch(note, notes):
@@ -75,13 +75,25 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
 
 
 def write_tempo_map(midi, plan: Plan) -> None:
-    """Give ``midi`` (a fresh ``pretty_midi.PrettyMIDI``) the plan's tempo changes on their bar lines, so
-    the written file's beats and downbeats are the plan's (notes are placed in seconds, through these)."""
-    ticks_per_bar = 4 * midi.resolution  # 4/4
+    """Give ``midi`` (a fresh ``pretty_midi.PrettyMIDI``) the plan's tempo changes on their bar lines and
+    its time signatures (4/4, a short bar's 2/4 or 3/4 and back), so the written file's beats and downbeats
+    are the plan's (notes are placed in seconds, through these)."""
+    import pretty_midi
+
+    bar_ticks = np.concatenate([[0], np.cumsum(plan.bar_beats() * midi.resolution)]).astype(int)
     midi._tick_scales = [(0, 60.0 / (plan.tempo * midi.resolution))] + [
-        (change.bar * ticks_per_bar, 60.0 / (change.tempo * midi.resolution)) for change in plan.tempo_map
+        (int(bar_ticks[change.bar]), 60.0 / (change.tempo * midi.resolution)) for change in plan.tempo_map
     ]
-    midi._update_tick_to_time(plan.n_bars * ticks_per_bar)
+    midi._update_tick_to_time(int(bar_ticks[-1]))
+    meters = [(0, 4)]
+    for short in plan.short_bars:
+        meters += [(short.bar, short.beats), (short.bar + 1, 4)]
+    signatures: dict[int, int] = {}
+    for bar, beats in meters:
+        if bar < plan.n_bars:
+            signatures[bar] = beats  # a short bar right after another overrides its "back to 4/4"
+    midi.time_signature_changes = [pretty_midi.TimeSignature(beats, 4, float(plan.bar_start(bar)))
+                                   for bar, beats in sorted(signatures.items())]  # fmt: skip
 
 
 def _is_last_onset_of_pitch(note: Note, notes: list[Note]) -> bool:
@@ -111,7 +123,6 @@ def arrangement_to_midi(
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     write_tempo_map(midi, plan)
-    midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
     key = plan.key_object()
     midi.key_signature_changes.append(pretty_midi.KeySignature(key.tonic + (12 if key.mode == "minor" else 0), 0.0))
     final_bar_start = (plan.n_bars - 1) * STEPS_PER_BAR
@@ -134,7 +145,8 @@ def arrangement_to_midi(
 
 
 def _timed_notes(part: Part, plan: Plan, swing: float, final_bar_start: int, rng: np.random.Generator) -> list:
-    """The part's notes in seconds: swung, humanised, cut at the video's end; the last chord rings on."""
+    """The part's notes in seconds: swung, humanised, cut at the video's end; the last chord rings on.
+    Notes that start on steps a short bar leaves out are not played; those held into them end with it."""
     import pretty_midi
 
     notes = part.notes
@@ -146,7 +158,7 @@ def _timed_notes(part: Part, plan: Plan, swing: float, final_bar_start: int, rng
     timed = []
     for n, dt, dv in zip(notes, jitter, push):
         start = _swung_time(plan, n.start, swing) + (float(dt) if n.start > 0 else 0.0)
-        if start >= plan.duration:
+        if start >= plan.duration or not plan.step_sounds(n.start):
             continue
         end = _swung_time(plan, n.end, swing) if not part.is_drum else start + 0.1
         if not part.is_drum and n.start >= final_bar_start and last_onset[n.pitch] == n.start:

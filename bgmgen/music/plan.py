@@ -2,11 +2,12 @@
 
 ``make_plan(analysis, options)`` turns a ``VideoAnalysis`` (duration, cuts, per-frame energy and
 motion, mood) into a ``Plan``: a 4/4 tempo map whose bar lines fall on the cuts (one tempo when it
-fits, else gentle changes on bar lines, ``bgmgen.music.tempo``), a hit step on every cut, segments
+fits, else gentle changes on bar lines and the odd 2/4 or 3/4 bar, ``bgmgen.music.tempo``), a hit step on every cut, segments
 that start at those bar lines (merged and split to phrase sizes), chords drawn from the progression
 bank with a cadence at the end, and density/energy levels that follow the picture. Plans are JSON
 files the user may edit; ``Plan.from_dict`` checks them. Every stage turns steps and bars into
-seconds with ``Plan.step_time`` and ``Plan.bar_start``, which follow the map.
+seconds with ``Plan.step_time`` and ``Plan.bar_start``, which follow the map; ``Plan.step_sounds``
+says which steps a short bar leaves out.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from bgmgen.music.progressions import HALF_BARS_PER_BAR, ProgressionBank
 from bgmgen.music.roll import STEPS_PER_BAR
 from bgmgen.music.styles import STYLES, default_style
 from bgmgen.music.tempo import (
-    TempoChange, bar_edges, bar_tempos, bars_to_cover, changes_from_tempos, cut_alignment, fit_tempo_map, hit_steps,
-    position_of_time, time_of_position, validate_tempo_map,
+    ShortBar, TempoChange, bar_beats, bar_edges, bar_tempos, bars_to_cover, changes_from_tempos, cut_alignment,
+    fit_tempo_map, hit_steps, position_of_time, short_bars_from_beats, time_of_position, validate_short_bars,
+    validate_tempo_map,
 )
 
 if TYPE_CHECKING:  # the plan reads analyses as data; it never runs the analysers
@@ -109,6 +111,7 @@ class Plan:
     analysers: list[str] = field(default_factory=list)  # what analysed the video, e.g. ["embedded-signals", "clip"]
     style: str = ""  # preset the music is arranged in (bgmgen.music.styles); "" = chosen from the mood and tempo
     tempo_map: list[TempoChange] = field(default_factory=list)  # tempo changes on bar lines after bar 0; [] = one tempo
+    short_bars: list[ShortBar] = field(default_factory=list)  # bars of 2/4 or 3/4 (the rest are 4/4)
     hits: list[int] = field(default_factory=list)  # grid steps (16 per bar) with a musical hit: one per cut
     cut_alignment: dict[str, float] = field(default_factory=dict)  # figures from tempo.CutAlignment.figures
     version: int = PLAN_VERSION
@@ -127,20 +130,32 @@ class Plan:
         """Tempo (BPM) of each bar, from ``tempo`` and ``tempo_map``."""
         return bar_tempos(self.tempo, self.tempo_map, self.n_bars)
 
+    def bar_beats(self) -> np.ndarray:
+        """Beats of each bar: 4, or a short bar's 2 or 3."""
+        return bar_beats(self.short_bars, self.n_bars)
+
     def bar_start(self, bar: int | np.ndarray) -> float | np.ndarray:
         """Time (s) of the bar line that starts ``bar`` (past the last bar its tempo continues)."""
-        tempos = self.bar_tempos()
-        return time_of_position(bar, tempos, bar_edges(tempos))
+        tempos, beats = self.bar_tempos(), self.bar_beats()
+        return time_of_position(bar, tempos, bar_edges(tempos, beats), beats)
 
     def step_time(self, step: int | np.ndarray) -> float | np.ndarray:
-        """Time (s) of a step of the 16-per-bar grid; every stage turns steps into seconds here."""
-        tempos = self.bar_tempos()
-        return time_of_position(np.asarray(step, dtype=float) / STEPS_PER_BAR, tempos, bar_edges(tempos))
+        """Time (s) of a step of the 16-per-bar grid; every stage turns steps into seconds here. The steps
+        a short bar leaves out (see ``step_sounds``) all fall on its last bar line."""
+        tempos, beats = self.bar_tempos(), self.bar_beats()
+        return time_of_position(np.asarray(step, dtype=float) / STEPS_PER_BAR, tempos, bar_edges(tempos, beats), beats)
+
+    def step_sounds(self, step: int | np.ndarray) -> bool | np.ndarray:
+        """Whether a step is played: all are, except those past a short bar's last beat."""
+        steps = np.asarray(step)
+        bar = np.clip(steps // STEPS_PER_BAR, 0, self.n_bars - 1)
+        inside = (steps % STEPS_PER_BAR < self.bar_beats()[bar] * (STEPS_PER_BAR // BEATS_PER_BAR)) | (steps >= self.n_bars * STEPS_PER_BAR)
+        return bool(inside) if np.ndim(inside) == 0 else inside
 
     def bar_position(self, seconds: float | np.ndarray) -> float | np.ndarray:
-        """Position in bars of a time (s): bar 2.5 is half way through the third bar."""
+        """Position in bars of a time (s): bar 2.5 is half way through the third bar (counted in 4/4 bars)."""
         tempos = self.bar_tempos()
-        return position_of_time(seconds, tempos, bar_edges(tempos))
+        return position_of_time(seconds, tempos, bar_edges(tempos, self.bar_beats()))
 
     def segment_of_bar(self, bar: int) -> int:
         """Index of the segment holding ``bar``; raises IndexError outside 0..n_bars-1."""
@@ -169,6 +184,7 @@ class Plan:
             "cut_alignment_error": self.cut_alignment_error,
             "cut_alignment": dict(self.cut_alignment),
             "tempo_map": [{"bar": c.bar, "tempo": c.tempo} for c in self.tempo_map],
+            "short_bars": [{"bar": b.bar, "beats": b.beats} for b in self.short_bars],
             "hits": list(self.hits),
             "segments": [{"start_bar": s.start_bar, "end_bar": s.end_bar} for s in self.segments],
             "captions": list(self.captions),
@@ -203,6 +219,7 @@ class Plan:
                 analysers=[str(a) for a in data.get("analysers", [])],
                 style=str(data.get("style", "")),
                 tempo_map=[TempoChange(int(c["bar"]), float(c["tempo"])) for c in data.get("tempo_map", [])],
+                short_bars=[ShortBar(int(b["bar"]), int(b["beats"])) for b in data.get("short_bars", [])],
                 hits=[int(h) for h in data.get("hits", [])],
                 cut_alignment={str(k): float(v) for k, v in data.get("cut_alignment", {}).items()},
                 version=int(data.get("version", PLAN_VERSION)),
@@ -227,6 +244,7 @@ class Plan:
         if self.n_bars < 1:
             raise BgmgenError(f"plan needs at least one bar, got n_bars={self.n_bars}")
         validate_tempo_map(self.tempo, self.tempo_map, self.n_bars, TEMPO_LIMITS)
+        validate_short_bars(self.short_bars, self.n_bars)
         if self.bar_start(self.n_bars) < self.duration - 1e-6:
             raise BgmgenError(
                 f"plan's {self.n_bars} bars at {self.tempo:g} BPM (and its tempo_map) do not cover {self.duration:g} s "
@@ -514,28 +532,30 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         if not TEMPO_LIMITS[0] <= tempo <= TEMPO_LIMITS[1]:
             raise BgmgenError(f"tempo {tempo:g} BPM is outside {TEMPO_LIMITS[0]:g}..{TEMPO_LIMITS[1]:g}")
         tempos = np.full(_bars_for(duration, BEATS_PER_BAR * SECONDS_PER_MINUTE / tempo), tempo)
+        beats = np.full(len(tempos), BEATS_PER_BAR)  # one tempo means plain 4/4 too
     else:
         target = suggested_tempo(tension, mean_motion, len(cuts) * SECONDS_PER_MINUTE / duration)
         centre = choose_tempo(cuts, target, options.min_tempo, options.max_tempo)
-        fitted = fit_tempo_map(cuts, duration, centre, target, (options.min_tempo, options.max_tempo))
+        fitted, beats = fit_tempo_map(cuts, duration, centre, target, (options.min_tempo, options.max_tempo))
         # A map is rounded for the JSON (0.001 BPM moves a bar line by microseconds), which also merges
         # the solver's last-digit noise into one tempo.
         if np.ptp(fitted) > 0:
             fitted = np.round(fitted, 3)
-            tempos = bars_to_cover(duration, fitted, float(fitted[-1]))
+            tempos = bars_to_cover(duration, fitted, float(fitted[-1]), beats)
+            beats = np.concatenate([beats, np.full(len(tempos) - len(beats), BEATS_PER_BAR)])
         else:
             tempos = fitted
     tempo, tempo_map = changes_from_tempos(tempos)
     n_bars = len(tempos)
-    aligned = cut_alignment(cuts, tempos)
+    aligned = cut_alignment(cuts, tempos, beats=beats)
     error = aligned.mean_error
-    log.info("plan: %.2f BPM (%.1f..%.1f, %d changes), %d bars, cuts off their bar lines by %.3f s on average",
-             tempo, tempos.min(), tempos.max(), len(tempo_map), n_bars, error)  # fmt: skip
-    edges = bar_edges(tempos)
+    log.info("plan: %.2f BPM (%.1f..%.1f, %d changes), %d bars (%d short), cuts off their bar lines by %.3f s on average",
+             tempo, tempos.min(), tempos.max(), len(tempo_map), n_bars, int(np.sum(beats != BEATS_PER_BAR)), error)  # fmt: skip
+    edges = bar_edges(tempos, beats)
 
     # 2. Segments: cuts on bar lines start segments, merged/split to phrase sizes; every cut gets a hit.
     # Only cuts on a downbeat start a segment there; the others get a hit on their beat.
-    cut_bars = sorted({int(round(p)) for p, down in zip(aligned.positions, aligned.on_downbeat) if down})
+    cut_bars = sorted({int(b) for b, down in zip(aligned.bar_lines, aligned.on_downbeat) if down})
     segments = make_segments(cut_bars, n_bars)
 
     # 3. Key and chords: a fresh progression per segment, a cadence in the last one.
@@ -589,6 +609,7 @@ def make_plan(analysis: Any, options: PlanOptions = PlanOptions(), bank: Progres
         analysers=[str(a) for a in getattr(analysis, "analysers", [])],
         style=options.style if options.style is not None else default_style(tension, brightness, tempo),
         tempo_map=tempo_map,
+        short_bars=short_bars_from_beats(beats),
         hits=[h for h in hit_steps(aligned) if h < n_bars * STEPS_PER_BAR],
         cut_alignment={k: round(v, 4) for k, v in aligned.figures().items()},
     )

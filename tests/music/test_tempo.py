@@ -12,7 +12,7 @@ from bgmgen.music.midi import write_midi
 from bgmgen.music.plan import Plan, PlanOptions, make_plan
 from bgmgen.music.roll import STEPS_PER_BAR
 from bgmgen.music.tempo import (
-    MAX_TEMPO_SPREAD, MAX_TEMPO_STEP, ON_GRID, TempoChange, bar_edges, bar_tempos, cut_alignment,
+    MAX_TEMPO_SPREAD, MAX_TEMPO_STEP, ON_GRID, ShortBar, TempoChange, bar_edges, bar_tempos, cut_alignment,
     fit_tempo_map, hit_steps, position_of_time, time_of_position,
 )
 from bgmgen.video.features import LearnedCues
@@ -67,9 +67,9 @@ def test_bar_times_follow_the_map_and_invert():
 def test_plan_steps_and_bars_follow_the_map():
     plan = make_plan(FlatAnalysis(26.0, [11.8, 15.7, 23.0]), PlanOptions())
     assert plan.tempo_map, "these cuts need a map: no single tempo puts all three on bar lines"
-    tempos = plan.bar_tempos()
+    tempos, beats = plan.bar_tempos(), plan.bar_beats()
     assert plan.step_time(STEPS_PER_BAR * 3 + 4) == pytest.approx(plan.bar_start(3) + 60.0 / tempos[3])
-    assert np.diff([plan.bar_start(b) for b in range(plan.n_bars + 1)]) == pytest.approx(240.0 / tempos)
+    assert np.diff([plan.bar_start(b) for b in range(plan.n_bars + 1)]) == pytest.approx(60.0 * beats / tempos)
     assert plan.bar_start(plan.n_bars) >= 26.0 > plan.bar_start(plan.n_bars - 1)
 
 
@@ -94,13 +94,14 @@ def test_tempo_option_fixes_one_tempo():
 ])  # fmt: skip
 def test_fitted_map_is_gentle_and_puts_cuts_on_the_grid(cuts, duration):
     centre = 104.0
-    tempos = fit_tempo_map(cuts, duration, centre, 100.0, LIMITS)
+    tempos, beats = fit_tempo_map(cuts, duration, centre, 100.0, LIMITS)
     ratios = tempos[1:] / tempos[:-1]
     assert np.all(np.abs(ratios - 1) <= MAX_TEMPO_STEP)
     assert tempos.max() <= (1 + MAX_TEMPO_SPREAD) * tempos.min()
     assert LIMITS[0] <= tempos.min() and tempos.max() <= LIMITS[1]
-    assert bar_edges(tempos)[-1] >= duration > bar_edges(tempos)[-2]
-    figures = cut_alignment(cuts, tempos).figures()
+    assert set(beats.tolist()) <= {2, 3, 4} and np.sum(beats != 4) <= 2
+    assert bar_edges(tempos, beats)[-1] >= duration > bar_edges(tempos, beats)[-2]
+    figures = cut_alignment(cuts, tempos, beats=beats).figures()
     assert figures["far_cuts_on_downbeats"] >= 0.9 and figures["cuts_on_beats"] >= 0.9
     single = cut_alignment(cuts, np.full(40, centre)).figures()
     assert single["far_cuts_on_downbeats"] < figures["far_cuts_on_downbeats"]
@@ -188,9 +189,78 @@ def test_synthetic_clip_with_irregular_cuts_lands_on_the_written_downbeats(tmp_p
     roll = np.zeros((2, plan.n_bars * STEPS_PER_BAR, 88), np.float32)
     roll[0, ::8, 48] = 1
     figures = grid_figures(write_midi(roll, plan, tmp_path / "irregular.mid"), analysis.cuts)
-    # Five of six far cuts reach a downbeat here (issue 12 asks for 90 %; docs/picture-to-music.md has the
-    # figures); one tempo gets far fewer.
-    assert figures.far_cuts >= 5 and figures.far_on_downbeats >= 0.8 and figures.on_beats >= 0.9
+    # Every far cut reaches a downbeat here (issue 12 asks for 90 %), one of them through a short bar; one
+    # tempo gets far fewer.
+    assert figures.far_cuts >= 5 and figures.far_on_downbeats >= 0.9 and figures.on_beats >= 0.9
     assert plan.cut_alignment["far_cuts_on_downbeats"] == pytest.approx(figures.far_on_downbeats, abs=0.17)
     one_tempo = make_plan(analysis, PlanOptions(seed=1, tempo=plan.tempo))
     assert one_tempo.cut_alignment["far_cuts_on_downbeats"] < figures.far_on_downbeats - 0.3
+
+
+def test_short_bars_shorten_their_bar_and_keep_positions_in_4_4_bars():
+    tempos, beats = np.full(4, 120.0), np.array([4, 2, 3, 4])  # 2 s, 1 s, 1.5 s, 2 s
+    edges = bar_edges(tempos, beats)
+    assert edges == pytest.approx([0.0, 2.0, 3.0, 4.5, 6.5])
+    assert time_of_position(1.25, tempos, edges, beats) == pytest.approx(2.5)  # beat 2 of the 2/4 bar
+    assert time_of_position(1.75, tempos, edges, beats) == pytest.approx(3.0)  # past its last beat: its end
+    assert time_of_position(5.0, tempos, edges, beats) == pytest.approx(8.5)  # the last tempo continues
+    positions = np.array([0.5, 1.0, 1.4, 2.0, 2.7, 3.5])
+    assert position_of_time(time_of_position(positions, tempos, edges, beats), tempos, edges) == pytest.approx(positions)
+    # A cut 1.5 bars after the first lands on the bar line after the 2/4 bar: a downbeat, and far.
+    alignment = cut_alignment([2.0, 3.0, 3.98], tempos, beats=beats)
+    assert alignment.on_downbeat.tolist() == [True, True, False] and alignment.bar_lines.tolist()[:2] == [1, 2]
+    assert alignment.far.tolist() == [True, False, False]  # 2 beats after it is not a bar later
+    assert hit_steps(alignment) == [16, 32, 40]  # 3.98 s is on the third beat of the 3/4 bar
+
+
+def test_a_cut_no_gentle_tempo_reaches_gets_a_short_bar():
+    # 3.6 s between two cuts at about 100 BPM is 1.5 bars: 2 bars need 133 BPM, 1 bar 67 BPM.
+    cuts = [4.8, 9.6, 13.2, 18.0]
+    tempos, beats = fit_tempo_map(cuts, 21.0, 100.0, 100.0, LIMITS)
+    assert np.all(np.abs(tempos[1:] / tempos[:-1] - 1) <= MAX_TEMPO_STEP)
+    assert sorted(beats.tolist()).count(4) >= len(beats) - 1 and set(beats.tolist()) <= {2, 3, 4}
+    alignment = cut_alignment(cuts, tempos, beats=beats)
+    assert alignment.on_downbeat.all() and alignment.far.all()
+
+
+def test_written_midi_has_the_short_bars_and_leaves_their_missing_steps_out(tmp_path):
+    from bgmgen.music.arrange import arrange
+    from bgmgen.music.midi import write_arrangement
+    from bgmgen.music.roll import GeneratedParts
+    from bgmgen.music.styles import get_style
+
+    plan = make_plan(FlatAnalysis(26.0, [11.8, 15.7, 23.0]), PlanOptions())
+    assert plan.short_bars and plan.cut_alignment["far_cuts_on_downbeats"] == 1.0
+    short = plan.short_bars[0]
+    roll = np.zeros((2, plan.n_bars * STEPS_PER_BAR, 88), np.float32)
+    roll[0, ::2, 40] = 1  # a note on every eighth, also on the steps the short bar leaves out
+    parts = GeneratedParts(melody=roll.copy(), accompaniment=roll.copy())
+    band = arrange(plan, parts, get_style("pop"), seed=0, hit_steps=plan.hits)
+    midi = pretty_midi.PrettyMIDI(str(write_arrangement(band, plan, tmp_path / "short.mid")))
+    assert midi.get_downbeats()[: plan.n_bars] == pytest.approx([plan.bar_start(b) for b in range(plan.n_bars)], abs=2e-3)
+    signatures = [(ts.numerator, round(ts.time, 3)) for ts in midi.time_signature_changes]
+    assert signatures == [(4, 0.0), (short.beats, round(plan.bar_start(short.bar), 3)), (4, round(plan.bar_start(short.bar + 1), 3))]
+    start, end = plan.bar_start(short.bar), plan.bar_start(short.bar + 1)
+    melody = next(t for t in midi.instruments if t.name == "melody")
+    in_bar = [n.start for n in melody.notes if start - 0.01 <= n.start < end - 0.01]
+    assert len(in_bar) == 2 * short.beats  # the eighths of its beats only, none piled on its bar line
+    drums = next(t for t in midi.instruments if t.name == "drums")
+    assert short.bar + 1 in [s.start_bar for s in plan.segments]  # the cut after it starts a segment
+    fill = [n for n in drums.notes if start - 0.01 <= n.start < end - 0.01]
+    assert fill and max(n.start for n in fill) > start + 0.5 * (end - start)  # the fill leads into the next bar
+
+
+@pytest.mark.parametrize("short_bars, message", [
+    ([{"bar": 2, "beats": 5}], "2 or 3 beats, not 5"),
+    ([{"bar": 3, "beats": 2}, {"bar": 3, "beats": 3}], "bars in order, once each"),
+    ([{"bar": 99, "beats": 2}], "before bar"),
+    ([{"bar": 2}], "missing the field 'beats'"),
+])  # fmt: skip
+def test_bad_short_bars_get_one_clear_error(tmp_path, short_bars, message):
+    data = make_plan(FlatAnalysis(20.0, []), PlanOptions(tempo=100.0)).to_dict()
+    data["short_bars"] = short_bars
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BgmgenError, match=message) as info:
+        Plan.load(path)
+    assert "\n" not in str(info.value)
