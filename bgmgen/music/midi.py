@@ -59,9 +59,10 @@ def roll_to_midi(roll: np.ndarray, plan: Plan, program: int = PIANO_PROGRAM):
     midi = pretty_midi.PrettyMIDI(initial_tempo=plan.tempo)
     write_tempo_map(midi, plan)
     piano = pretty_midi.Instrument(program=program, name="bgmgen piano")
-    for note in notes:
+    sounding = plan.step_sounds(np.array([n.start for n in notes], dtype=int))
+    for note, sounds in zip(notes, sounding):
         start = plan.step_time(note.start)
-        if start >= plan.duration or not plan.step_sounds(note.start):
+        if start >= plan.duration or not sounds:
             continue
         end = plan.step_time(note.end)
         if note.start >= final_bar_start and _is_last_onset_of_pitch(note, notes):
@@ -155,10 +156,11 @@ def _timed_notes(part: Part, plan: Plan, swing: float, final_bar_start: int, rng
     last_onset: dict[int, int] = {}
     for n in notes:
         last_onset[n.pitch] = max(last_onset.get(n.pitch, -1), n.start)
+    sounding = plan.step_sounds(np.array([n.start for n in notes], dtype=int))
     timed = []
-    for n, dt, dv in zip(notes, jitter, push):
+    for n, dt, dv, sounds in zip(notes, jitter, push, sounding):
         start = _swung_time(plan, n.start, swing) + (float(dt) if n.start > 0 else 0.0)
-        if start >= plan.duration or not plan.step_sounds(n.start):
+        if start >= plan.duration or not sounds:
             continue
         end = _swung_time(plan, n.end, swing) if not part.is_drum else start + 0.1
         if not part.is_drum and n.start >= final_bar_start and last_onset[n.pitch] == n.start:

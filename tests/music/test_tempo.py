@@ -12,7 +12,7 @@ from bgmgen.music.midi import write_midi
 from bgmgen.music.plan import Plan, PlanOptions, make_plan
 from bgmgen.music.roll import STEPS_PER_BAR
 from bgmgen.music.tempo import (
-    MAX_TEMPO_SPREAD, MAX_TEMPO_STEP, ON_GRID, ShortBar, TempoChange, bar_edges, bar_tempos, cut_alignment,
+    MAX_TEMPO_SPREAD, MAX_TEMPO_STEP, ON_GRID, TempoChange, bar_edges, bar_tempos, cut_alignment,
     fit_tempo_map, hit_steps, position_of_time, time_of_position,
 )
 from bgmgen.video.features import LearnedCues
@@ -226,7 +226,8 @@ def test_a_cut_no_gentle_tempo_reaches_gets_a_short_bar():
 def test_written_midi_has_the_short_bars_and_leaves_their_missing_steps_out(tmp_path):
     from bgmgen.music.arrange import arrange
     from bgmgen.music.midi import write_arrangement
-    from bgmgen.music.roll import GeneratedParts
+    from bgmgen.music.patterns import GROOVES, pattern_hits
+    from bgmgen.music.roll import PITCH_LOW, GeneratedParts
     from bgmgen.music.styles import get_style
 
     plan = make_plan(FlatAnalysis(26.0, [11.8, 15.7, 23.0]), PlanOptions())
@@ -234,7 +235,11 @@ def test_written_midi_has_the_short_bars_and_leaves_their_missing_steps_out(tmp_
     short = plan.short_bars[0]
     roll = np.zeros((2, plan.n_bars * STEPS_PER_BAR, 88), np.float32)
     roll[0, ::2, 40] = 1  # a note on every eighth, also on the steps the short bar leaves out
-    parts = GeneratedParts(melody=roll.copy(), accompaniment=roll.copy())
+    melody = roll.copy()
+    dropped = short.bar * STEPS_PER_BAR + 4 * short.beats  # the short bar's first left-out step
+    melody[0, dropped, 60] = 1
+    melody[1, dropped : dropped + 8, 60] = 1  # held from a left-out step into the next bar
+    parts = GeneratedParts(melody=melody, accompaniment=roll.copy())
     band = arrange(plan, parts, get_style("pop"), seed=0, hit_steps=plan.hits)
     midi = pretty_midi.PrettyMIDI(str(write_arrangement(band, plan, tmp_path / "short.mid")))
     assert midi.get_downbeats()[: plan.n_bars] == pytest.approx([plan.bar_start(b) for b in range(plan.n_bars)], abs=2e-3)
@@ -244,10 +249,17 @@ def test_written_midi_has_the_short_bars_and_leaves_their_missing_steps_out(tmp_
     melody = next(t for t in midi.instruments if t.name == "melody")
     in_bar = [n.start for n in melody.notes if start - 0.01 <= n.start < end - 0.01]
     assert len(in_bar) == 2 * short.beats  # the eighths of its beats only, none piled on its bar line
+    assert not [n for n in melody.notes if n.pitch == PITCH_LOW + 60]  # a note starting where the bar is cut is not played
     drums = next(t for t in midi.instruments if t.name == "drums")
     assert short.bar + 1 in [s.start_bar for s in plan.segments]  # the cut after it starts a segment
     fill = [n for n in drums.notes if start - 0.01 <= n.start < end - 0.01]
     assert fill and max(n.start for n in fill) > start + 0.5 * (end - start)  # the fill leads into the next bar
+    # It is the end of one of the groove's fills, moved to the front so that it ends with the short bar.
+    step = (end - start) / (4 * short.beats)
+    played = {(round((n.start - start) / step), n.pitch) for n in fill}
+    shift = STEPS_PER_BAR - 4 * short.beats
+    ends = [{(s - shift, key) for s, key, _ in pattern_hits(f) if s >= shift} for f in GROOVES[get_style("pop").groove].fills]
+    assert any(end_of_fill <= played for end_of_fill in ends)
 
 
 @pytest.mark.parametrize("short_bars, message", [
