@@ -68,7 +68,7 @@ def main() -> None:
     rows = [(name, lambda r, o=options: sample_rolls(generator.model, batch, o, torch.Generator().manual_seed(r)),
              1 if options.steps > 100 else args.repeats) for name, options in settings.items()]
     if cascade:
-        melody_batch = stack_windows([window_conditions(demo_plan(), 0, generator.melody_info.feature_quantiles)])
+        melody_batch = stack_windows([window_conditions(demo_plan(), 0, generator.melody_info.feature_quantiles, tune=True)])
         rows.append(("melody model, dpm_20 + guidance",
                      lambda r: sample_rolls(generator.melody_model, melody_batch, SamplerOptions(), torch.Generator().manual_seed(r)), args.repeats))
         rows.append(("8 bars, all parts (generate_parts)", lambda r: generator.generate_parts(demo_plan(), seed=r), args.repeats))

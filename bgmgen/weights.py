@@ -98,7 +98,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "melody", "the cascade's melody diffusion model (bgmgen)", None, (), (MELODY_CHECKPOINT_NAME,),
             fetchable=False,
-            sha256="5115953d82bc4312ff4f761e562b3951d131f3ff9d62d9db2d1281bf83fc8eba",  # the shipped checkpoint
+            sha256="51c0a5a5243bb462e6d2aca9f9eddef01335fc682a09edbc6a0c301eb7a0d6be",  # the shipped checkpoint
         ),
     )
 }

@@ -51,6 +51,11 @@ HOP_BARS = BARS_PER_WINDOW - OVERLAP_BARS
 MELODY_LOW, MELODY_HIGH = 55, 88
 # Onset threshold of ``decode_one_voice``, chosen on validation windows (docs/music-quality.md).
 MELODY_ONSET_THRESHOLD = 0.2
+# A tune's density and loudness vary far less than its accompaniment's: plans' levels of 0.2-0.4 for calm
+# pictures, mapped like the accompaniment's (0 -> 5th, 1 -> 95th percentile), asked the melody model for
+# 1-2 notes a bar with a quarter of the bars empty. So the melody is asked for POP909's median melody at
+# the usual plan level, and the plan moves it half as far (docs/music-quality.md).
+MELODY_LEVEL_CENTRE, MELODY_LEVEL_SPREAD = 0.35, 0.5
 
 
 def melody_checkpoint_for(path: Path) -> Path:
@@ -126,8 +131,17 @@ def level_to_feature(level: float, quantiles: list[float]) -> float:
     return float(low + np.clip(level, 0.0, 1.0) * (high - low))
 
 
-def window_conditions(plan: Plan, start_bar: int, quantiles: dict[str, list[float]]) -> WindowConditions:
-    """Conditions for bars ``start_bar .. start_bar+8`` of the plan; bars past its end repeat the last."""
+def tune_level_to_feature(level: float, quantiles: list[float]) -> float:
+    """Map a plan level onto a melody bar feature: the median at the plan's usual level, moved by
+    ``MELODY_LEVEL_SPREAD`` of the 5-95 % range per unit of level, within that range."""
+    low, median, high = quantiles
+    return float(np.clip(median + MELODY_LEVEL_SPREAD * (level - MELODY_LEVEL_CENTRE) * (high - low), low, high))
+
+
+def window_conditions(plan: Plan, start_bar: int, quantiles: dict[str, list[float]], tune: bool = False) -> WindowConditions:
+    """Conditions for bars ``start_bar .. start_bar+8`` of the plan; bars past its end repeat the last.
+    ``tune``: for the melody model (density, energy and polyphony through ``tune_level_to_feature``)."""
+    level = tune_level_to_feature if tune else level_to_feature
     bars = np.minimum(np.arange(start_bar, start_bar + BARS_PER_WINDOW), plan.n_bars - 1)
     chords = plan.chord_objects()
     half_bars = np.minimum(np.arange(2 * start_bar, 2 * start_bar + 2 * BARS_PER_WINDOW), 2 * plan.n_bars - 1)
@@ -138,11 +152,11 @@ def window_conditions(plan: Plan, start_bar: int, quantiles: dict[str, list[floa
     features = np.array(
         [
             [
-                level_to_feature(plan.density[b], quantiles["density"]),
-                level_to_feature(plan.energy[b], quantiles["energy"]),
+                level(plan.density[b], quantiles["density"]),
+                level(plan.energy[b], quantiles["energy"]),
                 # Brighter pictures sit a little higher on the keyboard.
                 level_to_feature(0.5 + 0.4 * (brightness - 0.5), quantiles["register"]),
-                level_to_feature(plan.density[b], quantiles["polyphony"]),
+                level(plan.density[b], quantiles["polyphony"]),
             ]
             for b in bars
         ],
@@ -206,7 +220,7 @@ class MusicGenerator:
             known = 0 if i == 0 else OVERLAP_BARS * STEPS_PER_BAR
             span = slice(first, first + WINDOW_STEPS)
             # 1. The tune over the chords, continuing the last window's.
-            cond = window_conditions(plan, start, self.melody_info.feature_quantiles)
+            cond = window_conditions(plan, start, self.melody_info.feature_quantiles, tune=True)
             batch = stack_windows([cond], melody[None, :, span], [known], device=self.device)
             soft = sample_rolls(self.melody_model, batch, self.options, generator, binary=False)[0].cpu().numpy()
             melody[:, first + known : first + WINDOW_STEPS] = decode_one_voice(soft, MELODY_ONSET_THRESHOLD)[:, known:]

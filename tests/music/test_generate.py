@@ -15,6 +15,7 @@ from bgmgen.music.conditioning import N_BAR_FEATURES  # noqa: E402
 from bgmgen.music.generate import (
     MusicGenerator,
     level_to_feature,
+    tune_level_to_feature,
     window_conditions,
 )  # noqa: E402
 from bgmgen.music.harmony import Chord, Key  # noqa: E402
@@ -87,6 +88,21 @@ def test_window_conditions_follow_the_plan():
     assert np.allclose(cond.bar_features[:, 2], level_to_feature(0.7, QUANTILES["register"]))  # bright: higher
     polyphony = [level_to_feature(plan.density[b], QUANTILES["polyphony"]) for b in range(1, 9)]
     assert np.allclose(cond.bar_features[:, 3], polyphony)
+
+
+def test_the_tune_is_asked_for_a_typical_melody_that_the_plan_moves_half_as_far():
+    from bgmgen.music.generate import MELODY_LEVEL_CENTRE
+
+    q = [0.2, 0.4, 0.8]
+    assert tune_level_to_feature(MELODY_LEVEL_CENTRE, q) == pytest.approx(0.4)  # the median at the usual level
+    assert tune_level_to_feature(MELODY_LEVEL_CENTRE + 0.2, q) == pytest.approx(0.4 + 0.5 * 0.2 * 0.6)
+    assert tune_level_to_feature(-5.0, q) == pytest.approx(0.2) and tune_level_to_feature(5.0, q) == pytest.approx(0.8)
+    plan = make_plan(8, density=0.2, energy=0.3, brightness=1.0)
+    tune, accompaniment = window_conditions(plan, 0, QUANTILES, tune=True), window_conditions(plan, 0, QUANTILES)
+    assert np.allclose(tune.bar_features[:, 0], tune_level_to_feature(0.2, QUANTILES["density"]))
+    assert np.allclose(tune.bar_features[:, 1], tune_level_to_feature(0.3, QUANTILES["energy"]))
+    assert np.allclose(tune.bar_features[:, 2], accompaniment.bar_features[:, 2])  # register: brightness, as before
+    assert (tune.bar_features[:, 0] > accompaniment.bar_features[:, 0]).all()  # a calm plan still gets a tune
 
 
 def test_window_conditions_past_the_plan_repeat_its_last_bar():
@@ -219,6 +235,14 @@ def test_shipped_model_is_a_cascade_with_a_one_voice_tune_on_the_chords(shipped)
     stats = melody_statistics(melody, cond.chroma, cond.root)
     assert stats["strong_chord_tones"] >= 0.7 and stats["leaps"] <= 0.2 and stats["range"] <= 24
     assert parts.accompaniment[0].sum() > 0 and chord_tone_ratio(parts.accompaniment, cond.chroma) >= 0.7
+
+
+def test_shipped_melody_under_a_calm_plan_is_a_tune_not_a_stream_nor_silence(shipped):
+    plan = make_plan(8, density=0.3, energy=0.3, segments=[(0, 4), (4, 8)])
+    per_bar = np.mean([shipped.generate_parts(plan, seed=seed).melody[0].sum() / 8 for seed in (0, 1)])
+    # Measured 3.6 notes a bar; the previous melody model wrote a note on nearly every sixteenth (15 a bar),
+    # and this one with the accompaniment's level mapping about one a bar.
+    assert 2.0 <= per_bar <= 8.0
 
 
 # ----------------------------------------------------------------------------- the melody cascade
