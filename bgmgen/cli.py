@@ -18,6 +18,7 @@ from rich.console import Console
 
 from bgmgen import __version__
 from bgmgen.errors import BgmgenError
+from bgmgen.music.sampler import SamplerOptions  # no torch at import: --help stays instant
 
 app = typer.Typer(
     help="Score a video: watch the clip and write background music for it (Diff-BGM style).",
@@ -37,6 +38,7 @@ KeyOpt = Annotated[Optional[str], typer.Option("--key", help='Key, e.g. "A minor
 PlanFileOpt = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan (from `bgmgen plan`, maybe edited).")]
 GuidanceOpt = Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale (1 = none).")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps per 8-bar window.")]
+DEFAULT_STEPS = SamplerOptions().steps
 SamplerOpt = Annotated[str, typer.Option("--sampler", help="dpm, ddim or ddpm.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Music model (default: the shipped one).")]
 DetectorOpt = Annotated[str, typer.Option("--shot-detector", help="transnetv2 or histogram.")]
@@ -135,7 +137,6 @@ def _options(seed, device, tempo, key, plan_file, guidance, steps, sampler, chec
              soundfont=None, keep_audio=False, force=False, weights_dir=None, loudness=-16.0,
              style=None, instruments=None, stems=None):
     from bgmgen.music.plan import PlanOptions
-    from bgmgen.music.sampler import SamplerOptions
     from bgmgen.music.styles import get_style, parse_instruments
     from bgmgen.pipeline import ScoreOptions
     from bgmgen.sound.mux import MuxOptions
@@ -185,7 +186,7 @@ def score(
     report: ReportOpt = None, loudness: LoudnessOpt = -16.0, style: StyleOpt = None, instruments: InstrumentsOpt = None,
     stems: StemsOpt = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
-    plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
+    plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = DEFAULT_STEPS, sampler: SamplerOpt = "dpm",
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -226,7 +227,7 @@ def midi(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="MIDI file (default: NAME.mid beside the input).")] = None,
     style: StyleOpt = None, instruments: InstrumentsOpt = None,
     force: ForceOpt = False, seed: SeedOpt = 0, device: DeviceOpt = "auto", tempo: TempoOpt = None, key: KeyOpt = None,
-    plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20, sampler: SamplerOpt = "dpm",
+    plan: PlanFileOpt = None, guidance: GuidanceOpt = 5.0, steps: StepsOpt = DEFAULT_STEPS, sampler: SamplerOpt = "dpm",
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -288,7 +289,7 @@ def batch(
     loudness: LoudnessOpt = -16.0, style: StyleOpt = None, instruments: InstrumentsOpt = None,
     stems: Annotated[Optional[Path], typer.Option("--stems", help="Also write each video's stems (one WAV per role and the mix) into DIR/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Redo outputs that exist (default: skip them).")] = False,
-    seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = 20,
+    seed: SeedOpt = 0, device: DeviceOpt = "auto", guidance: GuidanceOpt = 5.0, steps: StepsOpt = DEFAULT_STEPS,
     checkpoint: CheckpointOpt = None, shot_detector: DetectorOpt = "transnetv2", weights_dir: WeightsDirOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:

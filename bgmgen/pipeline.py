@@ -107,8 +107,13 @@ class Scorer:
 
     def _load_generator(self):
         from bgmgen.music.generate import MusicGenerator
+        from bgmgen.music.sampler import make_scheduler
 
-        return MusicGenerator.from_checkpoint(self.options.checkpoint, self.device, self.options.sampler)
+        generator = MusicGenerator.from_checkpoint(self.options.checkpoint, self.device, self.options.sampler)
+        # Importing diffusers' scheduler (with torch._dynamo and scipy.stats) takes 1-3 s: here, beside the
+        # video's analysis, rather than on the first window's critical path.
+        make_scheduler(self.options.sampler.sampler)
+        return generator
 
     @property
     def generator(self):

@@ -55,7 +55,8 @@ def make_scheduler(name: str):
 @dataclass(frozen=True)
 class SamplerOptions:
     sampler: str = "dpm"  # dpm | ddim | ddpm
-    steps: int = 20  # denoising steps per window
+    # Denoising steps per window: 10 score as 20 do in `bgmgen evaluate` (per part and whole roll) at half the time.
+    steps: int = 10
     guidance: float = 5.0  # classifier-free guidance scale; 1 = conditional only, 0 = unconditional
     segment_aware: bool = True  # SAC-Att masks on (off only for the ablation)
 

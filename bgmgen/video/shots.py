@@ -32,6 +32,9 @@ class ShotDetector(Protocol):
 
     name: str
 
+    # A detector may also have ``prepare()``, loading what ``detect`` needs (model weights): ``analyze_video``
+    # calls it in a thread while the frames decode.
+
     def detect(self, frames: np.ndarray, fps: float, progress: Progress | None = None) -> list[float]:
         """Cut times in seconds (first frame of each new shot), sorted, for uint8 frames [N, H, W, 3] at ``fps``."""
         ...
@@ -228,6 +231,10 @@ class TransNetV2Detector:
         if not bf16:
             return nullcontext()
         return torch.autocast("cpu" if on_cpu else "cuda", dtype=torch.bfloat16)
+
+    def prepare(self) -> None:
+        """Load the network now (about a second on a CPU); raises ModelError if it cannot load."""
+        self._get_model()
 
     def _get_model(self):
         if self._model is None:

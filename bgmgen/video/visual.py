@@ -9,6 +9,7 @@ features to ``VideoAnalysis.extras`` and their names to ``analysers`` without ch
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -213,6 +214,10 @@ def analyze_video(
     decode_share = _DECODE_SHARE.get(detector.name, 0.95)
     expected = max(1, int(round(info.duration * fps)))
 
+    # The detector's weights load beside the decode (ffmpeg and numpy leave the GIL free), not after it.
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgmgen-shots-load")
+    prepared = loader.submit(getattr(detector, "prepare", lambda: None))
+    loader.shutdown(wait=False)
     # Small frames are kept for the detector (a 10-minute clip is ~58 MB); signals are reduced per chunk.
     frames = np.empty((expected + 8, ANALYSIS_SIZE[1], ANALYSIS_SIZE[0], 3), np.uint8)
     changes, lumas, colours = [], [], []
@@ -230,6 +235,7 @@ def analyze_video(
     frames = frames[:n]
     log.debug("decoded %d frames of %s at %.0f fps", n, info.path, fps)
 
+    prepared.result()  # raises what loading raised (ModelError)
     cuts = detector.detect(frames, fps, progress=lambda f: report(decode_share + (1 - decode_share) * f))
     warmth = colour_warmth(frames)
     del frames

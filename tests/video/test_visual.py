@@ -129,6 +129,37 @@ def test_unknown_detector_and_bad_input_fail_early(tmp_path):
         visual.analyze_video(tmp_path / "missing.mp4")
 
 
+def test_detector_is_prepared_in_a_thread_before_it_detects_and_its_errors_surface(tmp_path, monkeypatch):
+    import threading
+
+    from bgmgen.errors import ModelError
+    from bgmgen.video import shots
+
+    class Prepared:
+        name = "prepared"
+
+        def __init__(self, fail: bool):
+            self.fail, self.thread = fail, None
+
+        def prepare(self):
+            self.thread = threading.current_thread()
+            if self.fail:
+                raise ModelError("weights missing")
+
+        def detect(self, frames, fps, progress=None):
+            assert self.thread is not None  # prepared before detecting
+            return []
+
+    made: list[Prepared] = []
+    monkeypatch.setattr(shots, "DETECTORS", dict(shots.DETECTORS))  # undone after the test
+    shots.register_detector("prepared", lambda device: made.append(Prepared(fail=len(made) > 0)) or made[-1])
+    clip = make_clip(tmp_path, duration=0.5)
+    assert visual.analyze_video(clip, shot_detector="prepared").cuts == []
+    assert made[0].thread is not threading.main_thread()
+    with pytest.raises(ModelError, match="weights missing"):
+        visual.analyze_video(clip, shot_detector="prepared")
+
+
 @pytest.mark.slow
 def test_default_detector_on_real_clip():
     a = visual.analyze_video(DATA_DIR / "rocket_launch.webm")
