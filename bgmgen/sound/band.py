@@ -13,8 +13,12 @@ from bgmgen.music.plan import Plan
 from bgmgen.music.styles import ROLES
 from bgmgen.sound.render import RenderOptions, render_stems
 
-# Without stems, two halves of the band are rendered side by side and summed: on two cores about half the wall time.
-RENDER_GROUPS = {"tune": ["melody", "accompaniment", "pad"], "rhythm": ["bass", "drums"]}
+# Without stems, the band is rendered in two parts side by side and summed: on two cores about half the wall
+# time. The melody is one of them, so its balance can be set against the rest.
+RENDER_GROUPS = {"melody": ["melody"], "band": ["accompaniment", "pad", "bass", "drums"]}
+# The tune's loudness against the rest of the band (LU): heard on top of it, as a lead line is. Under a voice
+# (``expression``, with --keep-audio) the melody keeps the style's level, so its stepping back is not undone.
+MELODY_AGAINST_BAND_LU = -3.0
 
 
 def render_band(
@@ -32,10 +36,11 @@ def render_band(
         if any(band.parts[r].notes for r in roles if r in band.parts) else None
         for name, roles in groups.items()
     }
+    lead = None if expression else ("melody", MELODY_AGAINST_BAND_LU)
     if stems_dir is None:
-        return render_stems(midis, None, work_dir / "music.wav", duration, options)
+        return render_stems(midis, None, work_dir / "music.wav", duration, options, lead)
     stems_dir = prepare_stems_dir(stems_dir, force)
-    return render_stems(midis, stems_dir, stems_dir / "mix.wav", duration, options)
+    return render_stems(midis, stems_dir, stems_dir / "mix.wav", duration, options, lead)
 
 
 def stems_files(folder: Path) -> list[Path]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from bgmgen.errors import InputError, ToolError
 from bgmgen.files import atomic_output, shipped_path
-from bgmgen.sound.loudness import blocks, level_gain, limited, limited_stems, sum_reader
+from bgmgen.sound.loudness import Reader, blocks, level_gain, limited, limited_stems, loudness_of, sum_reader
 
 log = logging.getLogger("bgmgen")
 
@@ -166,13 +166,16 @@ def render(midi_path: Path, out_wav: Path, duration: float, options: RenderOptio
 
 def render_stems(
     midis: dict[str, Path | None], out_dir: Path | None, mix_wav: Path, duration: float,
-    options: RenderOptions = RenderOptions(),
+    options: RenderOptions = RenderOptions(), lead: tuple[str, float] | None = None,
 ) -> dict[str, Path]:
     """Render each role's MIDI alone (``None``: a role with no notes, silent) and write ``out_dir/ROLE.wav``
     for each plus ``mix_wav``, all ``duration`` long and sample-aligned (``out_dir`` None: the mix only).
 
     The mix is the sum of the role renders, levelled and limited as ``render`` does; every stem gets the
     same gain and the same limiter envelope, so the stems add up to the mix (to 16-bit rounding).
+    ``lead = (role, lu)`` first sets that role's render to ``lu`` loudness units against the sum of the
+    others (within +-``MAX_LEAD_GAIN_DB``): the tune's balance is set per piece, since how loud a line sounds
+    against a band depends on the notes as much as on the instruments' levels.
     FluidSynth runs two at a time, so on two cores a band split in two parts renders faster than in one
     piece (the synthesis is linear: the sum sounds as one render would). Returns ``{role: wav path}`` with
     ``"mix"`` among them.
@@ -197,6 +200,9 @@ def render_stems(
             ))  # fmt: skip
         silent = lambda start, stop: np.zeros((stop - start, 2))  # noqa: E731
         reads = [silent if raw is None else _track_reader(raw, n, sr, options.fade_out) for raw in raws]
+        if lead is not None and lead[0] in roles and raws[roles.index(lead[0])] is not None:
+            index = roles.index(lead[0])
+            reads[index] = balanced(reads[index], [r for i, r in enumerate(reads) if i != index], lead[1], n, sr)
         gain_db = level_gain(sum_reader(reads), n, sr, options.target_lufs, options.peak_db)
         gain = 1.0 if gain_db is None else 10.0 ** (gain_db / 20.0)
         music = limited_stems(reads, n, sr, gain, 10.0 ** (options.peak_db / 20.0))
@@ -206,6 +212,22 @@ def render_stems(
         paths = {role: Path(out_dir) / f"{role}.wav" for role in roles} | {"mix": Path(mix_wav)}
         _write_wavs_atomic(list(paths.values()), music, sr)
     return paths
+
+
+MAX_LEAD_GAIN_DB = 12.0  # the balance moves a lead by at most this much either way
+
+
+def balanced(read: Reader, others: list[Reader], lu: float, n: int, sample_rate: int) -> Reader:
+    """``read`` scaled so its integrated loudness is ``lu`` LU against the sum of ``others`` (within
+    +-MAX_LEAD_GAIN_DB; unchanged when either is silent)."""
+    own = loudness_of(blocks(read, n), n, sample_rate)
+    rest = loudness_of(blocks(sum_reader(others), n), n, sample_rate) if others else float("-inf")
+    if not (np.isfinite(own) and np.isfinite(rest)):
+        return read
+    gain_db = float(np.clip(rest + lu - own, -MAX_LEAD_GAIN_DB, MAX_LEAD_GAIN_DB))
+    log.debug("lead balanced by %+.1f dB", gain_db)
+    gain = 10.0 ** (gain_db / 20.0)
+    return lambda start, stop: read(start, stop) * gain
 
 
 def _write_wavs_atomic(paths: list[Path], music, sample_rate: int) -> None:

@@ -64,6 +64,23 @@ def test_stems_are_aligned_and_add_up_to_the_mix(tmp_path):
     assert error < 0.05, error
 
 
+@pytest.mark.parametrize("style", ["pop", "lo-fi"])
+def test_the_melody_is_balanced_against_the_band_per_piece(tmp_path, style):
+    from bgmgen.sound.band import MELODY_AGAINST_BAND_LU
+
+    plan, band = band_for(style)
+    out = tmp_path / "stems"
+    out.mkdir()
+    lead = ("melody", MELODY_AGAINST_BAND_LU)
+    paths = render_stems(stem_midis(band, plan, tmp_path), out, out / "mix.wav", plan.duration, FAST_FONT, lead)
+    audio = {role: read_wav(path) for role, path in paths.items()}
+    rest = sum(audio[r] for r in paths if r not in ("melody", "mix"))
+    against = integrated_loudness(audio["melody"], 44100) - integrated_loudness(rest, 44100)
+    assert abs(against - MELODY_AGAINST_BAND_LU) < 0.5  # without the balance: -1.3 LU (pop), +2.4 LU (lo-fi)
+    total = sum(audio[r] for r in paths if r != "mix")
+    assert np.abs(total - audio["mix"]).max() <= 4 * LSB  # still adding up to the mix
+
+
 def test_a_silent_role_gets_a_silent_stem_of_the_same_length(tmp_path):
     plan, band = band_for("piano")
     midis = stem_midis(band, plan, tmp_path)
