@@ -36,7 +36,7 @@ def render_band(
         if any(band.parts[r].notes for r in roles if r in band.parts) else None
         for name, roles in groups.items()
     }
-    lead = None if expression else ("melody", MELODY_AGAINST_BAND_LU)
+    lead = None if (expression or {}).get("melody") else ("melody", MELODY_AGAINST_BAND_LU)  # no voice found: balanced
     if stems_dir is None:
         return render_stems(midis, None, work_dir / "music.wav", duration, options, lead)
     stems_dir = prepare_stems_dir(stems_dir, force)
