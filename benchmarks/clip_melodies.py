@@ -32,17 +32,15 @@ from bgmgen.music.styles import get_style
 from bgmgen.video.visual import analyze_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from picture_to_music import SYNTHETIC_CUTS, make_synthetic  # noqa: E402
+from parts_listening import chords_per_step  # noqa: E402
+from picture_to_music import SYNTHETIC_CUTS, VIDEO_SUFFIXES, make_synthetic  # noqa: E402
 
-VIDEO_SUFFIXES = {".avi", ".mp4", ".webm", ".ogv", ".mov", ".mpeg", ".mkv"}
 TARGETS = {"stepwise": (0.55, 0.80), "leaps": (0.0, 0.10), "range": (8, 22), "strong_chord_tones": (0.70, 1.0)}
 
 
-def melody_from_midi(path: Path, plan) -> np.ndarray:
-    """The written file's ``melody`` track back on the plan's grid (nearest played step), as a [2, steps, 88] roll."""
-    import pretty_midi
-
-    midi = pretty_midi.PrettyMIDI(str(path))
+def melody_from_midi(midi, plan) -> np.ndarray:
+    """The ``melody`` track of a written file (``pretty_midi.PrettyMIDI``) back on the plan's grid (nearest
+    played step), as a [2, steps, 88] roll."""
     track = next((i for i in midi.instruments if i.name == "melody"), None)  # absent when the tune is silent
     n_steps = plan.n_bars * STEPS_PER_BAR
     played = np.flatnonzero(plan.step_sounds(np.arange(n_steps)))
@@ -61,12 +59,9 @@ def measure(generator: MusicGenerator, plan, seed: int, folder: Path) -> dict:
     parts = generator.generate_parts(plan, seed)
     band = arrange(plan, parts, get_style(plan.style), seed, plan.hits)
     midi = folder / "band.mid"
-    write_arrangement(band, plan, midi, seed)
-    chords = plan.chord_objects()
-    chroma = np.repeat([c.chroma for c in chords], STEPS_PER_BAR // 2, axis=0)
-    root = np.repeat([-1 if c.root is None else c.root for c in chords], STEPS_PER_BAR // 2)
-    stats = melody_statistics(melody_from_midi(midi, plan), chroma, root)
-    tracks = {i.name: len(i.notes) for i in pretty_midi.PrettyMIDI(str(midi)).instruments}
+    written = pretty_midi.PrettyMIDI(str(write_arrangement(band, plan, midi, seed)))
+    stats = melody_statistics(melody_from_midi(written, plan), *chords_per_step(plan))
+    tracks = {i.name: len(i.notes) for i in written.instruments}
     return {"tracks": tracks, "moves": max(tracks.get("melody", 0) - 1, 0), **{k: round(v, 3) for k, v in stats.items()}}
 
 

@@ -75,6 +75,14 @@ def draw(parts: GeneratedParts, plan: Plan, title: str, out: Path) -> None:
     Image.open(buffer).convert("RGB").quantize(64).save(out, optimize=True)
 
 
+def chords_per_step(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's chords on its 16-per-bar grid: chroma [steps, 12] and root [steps] (-1 for no chord)."""
+    chords = plan.chord_objects()
+    chroma = np.repeat([c.chroma for c in chords], STEPS_PER_BAR // 2, axis=0)
+    root = np.repeat([-1 if c.root is None else c.root for c in chords], STEPS_PER_BAR // 2)
+    return chroma, root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/pop909/POP909"))
@@ -94,10 +102,7 @@ def main() -> None:
         for kind, generator in models.items():
             plan = plan_from_song(test, song, generator.info.feature_quantiles)
             parts = generator.generate_parts(plan, seed=0)
-            chords = plan.chord_objects()
-            chroma = np.repeat([c.chroma for c in chords], STEPS_PER_BAR // 2, axis=0)
-            root = np.repeat([-1 if c.root is None else c.root for c in chords], STEPS_PER_BAR // 2)
-            stats = melody_statistics(parts.melody, chroma, root)
+            stats = melody_statistics(parts.melody, *chords_per_step(plan))
             name = f"pop909-{test.song_ids[song]}-{kind}"
             midi = write_parts(parts, plan, args.out / f"{name}.mid")
             render(midi, args.out / f"{name}.wav", plan.duration, RenderOptions())

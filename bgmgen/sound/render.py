@@ -200,7 +200,7 @@ def render_stems(
             ))  # fmt: skip
         silent = lambda start, stop: np.zeros((stop - start, 2))  # noqa: E731
         reads = [silent if raw is None else _track_reader(raw, n, sr, options.fade_out) for raw in raws]
-        if lead is not None and lead[0] in roles and raws[roles.index(lead[0])] is not None:
+        if lead is not None and lead[0] in roles:  # a silent lead is left as it is (see ``balanced``)
             index = roles.index(lead[0])
             reads[index] = balanced(reads[index], [r for i, r in enumerate(reads) if i != index], lead[1], n, sr)
         gain_db = level_gain(sum_reader(reads), n, sr, options.target_lufs, options.peak_db)
