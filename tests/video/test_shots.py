@@ -3,6 +3,7 @@ TransNetV2 specifics (windowed inference, global state) and real clips (slow).""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -154,6 +155,14 @@ def test_transnet_loading_leaves_global_state_alone():
 def test_transnet_rejects_bad_precision():
     with pytest.raises(BgmgenError, match="unknown precision"):
         shots.TransNetV2Detector(precision="fp8")
+
+
+def test_bf16_is_not_native_under_a_onednn_isa_cap_without_it(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN would emulate bf16 there, far slower than fp32
+    assert not shots._cpu_has_native_bf16(torch)
+    assert isinstance(shots.TransNetV2Detector()._autocast(torch), contextlib.nullcontext)
 
 
 def test_transnet_rejects_wrong_frame_size(transnet):
