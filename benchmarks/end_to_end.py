@@ -14,7 +14,9 @@ and prints a markdown table with the ratio of the total to the ffmpeg decode and
 
     python benchmarks/end_to_end.py [--duration 60] [--short 10] [--repeat 1] [--device cpu] [--json out.json]
 
-It prints the CPU model and whether it computes bfloat16 natively (TransNetV2 then runs in bf16).
+It prints the CPU model and whether it computes bfloat16 natively (TransNetV2 then runs in bf16). On a CPU
+with bf16, ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` in the environment stands in for one without:
+float32 on AVX2 kernels only.
 """
 
 from __future__ import annotations
@@ -234,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
         "native_bf16": _cpu_has_native_bf16(torch),
+        # Set to AVX2 on a CPU with bf16, it stands in for one without (oneDNN then uses neither AVX512 nor bf16).
+        "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "short": args.short,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -269,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
     meta["load_after"] = os.getloadavg()
     print(
-        f"{meta['date']}, {meta['cpu']} ({'native bf16' if meta['native_bf16'] else 'no native bf16'}), "
+        f"{meta['date']}, {meta['cpu']} ({'native bf16' if meta['native_bf16'] else 'no native bf16'}"
+        f"{', ONEDNN_MAX_CPU_ISA=' + meta['onednn_isa_cap'] if meta['onednn_isa_cap'] else ''}), "
         f"{meta['cpus']} CPUs (torch threads {meta['torch_threads']}), "
         f"load average before {meta['load_before'][0]:.2f} / after {meta['load_after'][0]:.2f}; "
         f"Python {meta['python']}, torch {meta['torch']}, {meta['ffmpeg']}\n"

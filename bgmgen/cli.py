@@ -210,7 +210,7 @@ def score(
                            soundfont, keep_audio, force, weights_dir, loudness, style, instruments, stems)
         scorer = Scorer(options)
         with _progress(quiet) as progress:
-            result = scorer.score(video, output, progress)
+            result = scorer.score(video, output, progress, info=info)
         if report is not None:
             draw_report(result.plan, video, result.roll, report, parts=result.parts)
         if not quiet:

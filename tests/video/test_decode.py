@@ -98,6 +98,15 @@ def test_iter_frames_chunks_shape_and_dtype(tmp_path):
     assert chunks[0].flags.writeable
 
 
+def test_tiny_frames_skip_the_deblocking_filter_and_keep_the_picture(tmp_path):
+    path = make_clip(tmp_path, fps=25, duration=1.0, size=(640, 360), cuts=[0.5], sources=["testsrc2", "color=c=white"])
+    info = decode.probe(path)
+    assert "-skip_loop_filter" in decode._frame_command(info, 25.0, (48, 27), None)  # 1/13 of the width
+    assert "-skip_loop_filter" not in decode._frame_command(info, 25.0, (224, 126), None)  # CLIP-sized: full quality
+    frames = _all_frames(info, fps=25.0)
+    assert frames[:12].std() > 40 and frames[13:].min() > 240  # the test picture, then white after the cut
+
+
 @pytest.mark.parametrize("duration, fps", [(0.3, 25), (0.04, 25), (0.01, 100)])
 def test_very_short_clips_give_frames(tmp_path, duration, fps):
     info = decode.probe(make_clip(tmp_path, duration=duration, fps=fps))
