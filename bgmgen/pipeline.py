@@ -113,6 +113,8 @@ class Scorer:
         # Importing diffusers' scheduler (with torch._dynamo and scipy.stats) takes 1-3 s: here, beside the
         # video's analysis, rather than on the first window's critical path.
         make_scheduler(self.options.sampler.sampler)
+        import scipy.signal  # noqa: F401  (the render's loudness filters: 0.1-0.2 s, here rather than after compose)
+
         return generator
 
     @property

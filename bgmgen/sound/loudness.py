@@ -73,7 +73,7 @@ def loudness_of(chunks: Iterable[np.ndarray], n: int, sample_rate: int) -> float
     absolute and relative gates; every channel weighted 1. Returns -inf for silence. Memory: the blocks
     passed in, plus one running sum per gating block boundary.
     """
-    from scipy.signal import lfilter
+    from scipy.signal import sosfilt
 
     block, hop = int(round(BLOCK_S * sample_rate)), int(round(BLOCK_HOP_S * sample_rate))
     block = min(block, n)  # shorter than one block: measure the whole thing
@@ -83,14 +83,15 @@ def loudness_of(chunks: Iterable[np.ndarray], n: int, sample_rate: int) -> float
     # Running sums of squares are kept only where a gating block starts or ends.
     wanted = np.union1d(starts, starts + block)
     sums: np.ndarray | None = None
-    states: list[np.ndarray] = []
+    # Both biquads in one pass (second-order sections): half the time of two lfilter calls.
+    sos = np.array([np.concatenate([b, a]) / a[0] for b, a in _k_weighting(sample_rate)])
+    state = np.zeros(0)
     total, position = 0.0, 0
     for x in chunks:
         if sums is None:
             sums = np.zeros((len(wanted), x.shape[1]))
-            states = [np.zeros((2, x.shape[1])) for _ in range(2)]  # biquad state, zero before the start
-        for i, (b, a) in enumerate(_k_weighting(sample_rate)):
-            x, states[i] = lfilter(b, a, x, axis=0, zi=states[i])
+            state = np.zeros((len(sos), 2, x.shape[1]))  # filter state, zero before the start
+        x, state = sosfilt(sos, x, axis=0, zi=state)
         running = total + np.cumsum(x * x, axis=0)  # running[j]: sum over the first position + j + 1 frames
         end = position + len(x)
         lo, hi = np.searchsorted(wanted, position, side="right"), np.searchsorted(wanted, end, side="right")
