@@ -65,7 +65,7 @@ def matched(reference: list[float], found: list[float], tolerance: float) -> int
 
 def compare(frames, full, cascade) -> dict:
     """Cuts and timings of the full and the cascaded detector on one clip's frames."""
-    from bgmgen.video.shots import _CONTEXT_FRAMES, candidate_regions
+    from bgmgen.video.shots import frames_computed
 
     start = time.perf_counter()
     full_cuts = full.detect(frames, FPS)
@@ -74,9 +74,7 @@ def compare(frames, full, cascade) -> dict:
     cascade_cuts = cascade.detect(frames, FPS)
     cascade_s = time.perf_counter() - start
     # The network's work: frames it computed, context included, against the full pass's.
-    full_pass = [(a, b, _CONTEXT_FRAMES) for a, b in full._windows(0, len(frames))]
-    cascaded = cascade._cascade_windows(full_pass, candidate_regions(frames))
-    work = [sum(b - a + 2 * c for a, b, c in windows) for windows in (full_pass, cascaded)]
+    work = [frames_computed(detector.plan_windows(frames)) for detector in (full, cascade)]
     hits = matched(full_cuts, cascade_cuts, TOLERANCE_FRAMES / FPS + 1e-6)
     return {"frames": len(frames), "full": full_cuts, "cascade": cascade_cuts, "found": hits,
             "extra": len(cascade_cuts) - matched(cascade_cuts, full_cuts, TOLERANCE_FRAMES / FPS + 1e-6),

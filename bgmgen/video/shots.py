@@ -190,6 +190,11 @@ def candidate_regions(frames: np.ndarray, margin: int = _CANDIDATE_MARGIN) -> li
 _ISA_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
+def frames_computed(windows: list[tuple[int, int, int]]) -> int:
+    """The network's work for (start, end, context) windows: frames it runs on, context included."""
+    return sum(end - start + 2 * context for start, end, context in windows)
+
+
 def _cpu_has_native_bf16(torch) -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), and oneDNN may use it."""
     isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
@@ -269,9 +274,7 @@ class TransNetV2Detector:
             raise BgmgenError(f"TransNetV2 needs frames of shape [N, 27, 48, 3], got {list(frames.shape)}")
         n = len(frames)
         out = np.zeros(n, np.float32)
-        windows = [(a, b, _CONTEXT_FRAMES) for a, b in self._windows(0, n)] if n else []
-        if self.cascade:
-            windows = self._cascade_windows(windows, candidate_regions(frames))
+        windows = self.plan_windows(frames)
         if not windows:
             if progress is not None:
                 progress(1.0)
@@ -292,6 +295,12 @@ class TransNetV2Detector:
         finally:
             torch.set_num_threads(threads_before)
         return out
+
+    def plan_windows(self, frames: np.ndarray) -> list[tuple[int, int, int]]:
+        """The (start, end, context) windows ``predict`` runs the network on: the full pass, or with the cascade
+        only around ``candidate_regions``."""
+        full_pass = [(a, b, _CONTEXT_FRAMES) for a, b in self._windows(0, len(frames))] if len(frames) else []
+        return self._cascade_windows(full_pass, candidate_regions(frames)) if self.cascade else full_pass
 
     def _windows(self, start: int, end: int, context: int = _CONTEXT_FRAMES) -> list[tuple[int, int]]:
         """Even windows [a, b) covering frames start..end: as few as the longest window allows."""
@@ -317,11 +326,7 @@ class TransNetV2Detector:
             else:
                 stretches.append((a, b))
         around = [(a, b, _CASCADE_CONTEXT) for s, e in stretches for a, b in self._windows(s, e, _CASCADE_CONTEXT)]
-
-        def cost(windows: list[tuple[int, int, int]]) -> int:
-            return sum(b - a + 2 * context for a, b, context in windows)
-
-        return around if cost(around) < cost(whole) else whole
+        return around if frames_computed(around) < frames_computed(whole) else whole
 
     def detect(self, frames: np.ndarray, fps: float, progress: Progress | None = None) -> list[float]:
         """Cut times in seconds for uint8 frames [N, 27, 48, 3] at ``fps``. Raises ModelError if it cannot load."""

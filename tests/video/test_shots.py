@@ -160,6 +160,9 @@ def test_transnet_rejects_bad_precision():
 def test_bf16_is_not_native_under_a_onednn_isa_cap_without_it(monkeypatch):
     import torch
 
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # as on a CPU with bf16
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert shots._cpu_has_native_bf16(torch)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN would emulate bf16 there, far slower than fp32
     assert not shots._cpu_has_native_bf16(torch)
     assert isinstance(shots.TransNetV2Detector()._autocast(torch), contextlib.nullcontext)

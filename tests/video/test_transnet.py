@@ -117,9 +117,7 @@ def test_cascade_keeps_the_full_models_cuts(full, all_clips):
         reference_total += len(reference)
         found_total += hits
         extra_total += len(found) - _matched(found, reference)
-        full_pass = [(a, b, shots._CONTEXT_FRAMES) for a, b in full._windows(0, len(frames))]
-        run = cascade._cascade_windows(full_pass, shots.candidate_regions(frames))
-        work = [sum(b - a + 2 * context for a, b, context in windows) for windows in (full_pass, run)]
+        work = [shots.frames_computed(detector.plan_windows(frames)) for detector in (full, cascade)]
         skipped.append(1 - work[1] / work[0])
         assert found == sorted(found), name
     assert reference_total >= 8  # the clips do hold transitions of every kind
