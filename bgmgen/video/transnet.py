@@ -117,13 +117,17 @@ def _band(similarities: torch.Tensor) -> torch.Tensor:
     return padded.as_strided((t, _LOOKUP), (padded.shape[1] + 1, 1))
 
 
-def _linear(state: dict[str, torch.Tensor], key: str) -> nn.Linear:
-    """A Linear layer holding ``key``'s weights; built uninitialised, so torch's global RNG is not drawn from."""
-    out_features, in_features = state[f"{key}.weight"].shape
-    layer = nn.utils.skip_init(nn.Linear, in_features, out_features)
-    layer.weight.data.copy_(state[f"{key}.weight"])
-    layer.bias.data.copy_(state[f"{key}.bias"])
-    return layer
+class _Linear(nn.Module):
+    """``x @ weight.T + bias`` with the shipped weights. Not ``nn.Linear``: its constructor draws initial
+    weights from torch's global RNG, and ``nn.utils.skip_init``, which avoids that, imports sympy (0.4 s)."""
+
+    def __init__(self, state: dict[str, torch.Tensor], key: str):
+        super().__init__()
+        self.weight = nn.Parameter(state[f"{key}.weight"], requires_grad=False)
+        self.bias = nn.Parameter(state[f"{key}.bias"], requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class FastTransNetV2(nn.Module):
@@ -132,11 +136,11 @@ class FastTransNetV2(nn.Module):
     def __init__(self, state: dict[str, torch.Tensor]):
         super().__init__()
         self.blocks = nn.ModuleList(_Block(state, f"SDDCNN.{i}") for i in range(3))
-        self.frame_sim = _linear(state, "frame_sim_layer.projection")
-        self.frame_sim_fc = _linear(state, "frame_sim_layer.fc")
-        self.hist_fc = _linear(state, "color_hist_layer.fc")
-        self.fc1 = _linear(state, "fc1")
-        self.cls = _linear(state, "cls_layer1")
+        self.frame_sim = _Linear(state, "frame_sim_layer.projection")
+        self.frame_sim_fc = _Linear(state, "frame_sim_layer.fc")
+        self.hist_fc = _Linear(state, "color_hist_layer.fc")
+        self.fc1 = _Linear(state, "fc1")
+        self.cls = _Linear(state, "cls_layer1")
         self.requires_grad_(False)
 
     @staticmethod
