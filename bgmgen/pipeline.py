@@ -107,12 +107,12 @@ class Scorer:
 
     def _load_generator(self):
         from bgmgen.music.generate import MusicGenerator
-        from bgmgen.music.sampler import make_scheduler
+        from bgmgen.music.sampler import prepare_sampler
 
         generator = MusicGenerator.from_checkpoint(self.options.checkpoint, self.device, self.options.sampler)
-        # Importing diffusers' scheduler (with torch._dynamo and scipy.stats) takes 1-3 s: here, beside the
-        # video's analysis, rather than on the first window's critical path.
-        make_scheduler(self.options.sampler.sampler)
+        # The shipped sampler table (milliseconds), or for ddpm and unshipped step counts diffusers' import
+        # (1-3 s): here, beside the video's analysis, rather than on the first window's critical path.
+        prepare_sampler(self.options.sampler)
         import scipy.signal  # noqa: F401  (the render's loudness filters: 0.1-0.2 s, here rather than after compose)
 
         return generator
