@@ -15,8 +15,10 @@ and prints a markdown table with the ratio of the total to the ffmpeg decode and
     python benchmarks/end_to_end.py [--duration 60] [--short 10] [--repeat 1] [--device cpu] [--json out.json]
 
 It prints the CPU model and whether it computes bfloat16 natively (TransNetV2 then runs in bf16). On a CPU
-with bf16, ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` in the environment stands in for one without:
-float32 on AVX2 kernels only.
+with AVX512 and bf16, ``--avx2`` stands in for one without (the project's AMD EPYC machines): it caps oneDNN's
+convolutions, ATen's own kernels and MKL's matrix products at AVX2 (``AVX2_CAPS``), for this process and the
+``bgmgen score`` runs it starts, so everything runs in float32 on AVX2 kernels only. (Runs before 2026-12-07
+capped oneDNN and ATen but not MKL, whose matrix products then still used AVX512.)
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ SHOTS = (
     "testsrc2=s={w}x{h}:r={fps},negate",
 )
 MIB = 1024  # ru_maxrss is in KiB on Linux
+# Instruction-set caps that make an AVX512/bf16 CPU compute as an AVX2-only one: read when torch loads.
+AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def make_clip(path: Path, duration: float) -> list[float]:
@@ -223,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs to take the median of (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--avx2", action="store_true", help="compute as a CPU with AVX2 only would (see AVX2_CAPS)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.repeat < 1:
         parser.error("--duration must be positive and --repeat at least 1")
+    if args.avx2:
+        os.environ.update(AVX2_CAPS)  # before torch is imported, and inherited by every child process
 
     import torch
 
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "native_bf16": _cpu_has_native_bf16(torch),
         # Set to AVX2 on a CPU with bf16, it stands in for one without (oneDNN then uses neither AVX512 nor bf16).
         "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "isa_caps": {name: os.environ[name] for name in AVX2_CAPS if name in os.environ},
         "short": args.short,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = os.getloadavg()
     print(
         f"{meta['date']}, {meta['cpu']} ({'native bf16' if meta['native_bf16'] else 'no native bf16'}"
-        f"{', ONEDNN_MAX_CPU_ISA=' + meta['onednn_isa_cap'] if meta['onednn_isa_cap'] else ''}), "
+        f"{''.join(f', {name}={value}' for name, value in meta['isa_caps'].items())}), "
         f"{meta['cpus']} CPUs (torch threads {meta['torch_threads']}), "
         f"load average before {meta['load_before'][0]:.2f} / after {meta['load_after'][0]:.2f}; "
         f"Python {meta['python']}, torch {meta['torch']}, {meta['ffmpeg']}\n"

@@ -15,6 +15,8 @@ Every stage reports progress through ``progress(stage, fraction)``; the library 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,10 +77,15 @@ class ScoreResult:
     stems: dict[str, Path] = field(default_factory=dict)  # role (and "mix") -> WAV, with ScoreOptions.stems_dir
 
 
+# Device files of the kernel drivers through which torch reaches a GPU (NVIDIA; AMD's ROCm; WSL2's CUDA).
+_GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is an error."""
-    if device == "cpu":
-        return device  # without importing torch, which the Scorer's model-loading thread does meanwhile
+    if device == "cpu" or (device == "auto" and _no_gpu_driver()):
+        # Without importing torch (1 s): the Scorer's loading threads do that while ffmpeg starts decoding.
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -88,6 +95,11 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise BgmgenError(f"unknown device {device!r}: use auto, cpu or cuda")
     return device
+
+
+def _no_gpu_driver() -> bool:
+    """True where torch certainly sees no GPU: Linux without any GPU driver's device files."""
+    return sys.platform == "linux" and not any(os.path.exists(path) for path in _GPU_DRIVER_FILES)
 
 
 class Scorer:
@@ -113,7 +125,11 @@ class Scorer:
         # The shipped sampler table (milliseconds), or for ddpm and unshipped step counts diffusers' import
         # (1-3 s): here, beside the video's analysis, rather than on the first window's critical path.
         prepare_sampler(self.options.sampler)
-        import scipy.signal  # noqa: F401  (the render's loudness filters: 0.1-0.2 s, here rather than after compose)
+        # Modules later stages need, imported while ffmpeg decodes (a core has room then) rather than on the
+        # critical path: the plan's tempo fit (scipy.optimize's linprog, 0.4 s) and the render's loudness
+        # filters (scipy.signal, 0.4 s).
+        import scipy.optimize  # noqa: F401
+        import scipy.signal  # noqa: F401
 
         return generator
 

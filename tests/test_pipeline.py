@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,3 +262,22 @@ def test_one_scorer_scores_several_videos(clip_factory, tmp_path):
     assert probe(short.output).duration == pytest.approx(1.0, abs=0.05)
     assert probe(longer.output).duration == pytest.approx(3.0, abs=0.05)
     assert longer.plan.n_bars >= short.plan.n_bars
+
+
+def test_auto_device_without_a_gpu_driver_is_cpu_before_torch_is_imported(monkeypatch, tmp_path):
+    # No driver device files: "auto" is the CPU at once, so ffmpeg can decode while torch imports in a thread.
+    code = ("import sys; from bgmgen import pipeline; pipeline._GPU_DRIVER_FILES = (sys.argv[1],); "
+            "assert pipeline.resolve_device('auto') == 'cpu'; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-driver")], check=True)
+    # A driver is there: torch decides.
+    import torch
+
+    from bgmgen import pipeline
+
+    driver = tmp_path / "nvidiactl"
+    driver.touch()
+    monkeypatch.setattr(pipeline, "_GPU_DRIVER_FILES", (str(driver),))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pipeline.resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline.resolve_device("auto") == "cpu"

@@ -231,10 +231,13 @@ def sample_rolls(
         guided = options.guidance != 1.0
         both = cond.repeat(2) if guided else cond
         drop = torch.cat([torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)]).to(device) if guided else None
+        # What depends on the conditions only (their encoders, the cross-attentions' keys, values and masks,
+        # their share of the first convolution) is the same at every step: computed once per window.
+        prepared = model.prepare(both, drop, options.segment_aware)
         for k, t in enumerate(timesteps):
             # 2. Predict the clean roll, conditional and unconditional halves in one pass.
             inp = torch.cat([x, x]) if guided else x
-            logits = model(inp, t.expand(inp.shape[0]).to(device), both, drop_condition=drop, segment_aware=options.segment_aware)
+            logits = model(inp, t.expand(inp.shape[0]).to(device), prepared)
             x0 = torch.tanh(logits / 2)  # = 2 * sigmoid(logits) - 1
             if guided:
                 cond_x0, uncond_x0 = x0.chunk(2)

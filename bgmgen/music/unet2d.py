@@ -15,7 +15,7 @@ from torch import nn
 
 from bgmgen.music.conditioning import ConditionBatch
 from bgmgen.music.roll import N_PITCHES
-from bgmgen.music.unet import Attention, ConditionalUNet, UNetConfig, segment_attention_mask
+from bgmgen.music.unet import Attention, ConditionalUNet, CrossContext, UNetConfig, segment_attention_mask
 
 PADDED_PITCHES = 96  # divisible by 2**3 for three downsamplings
 N_FEATURE_CHANNELS = 7  # bar features (4), segment start, bar phase (2): broadcast over pitch
@@ -45,15 +45,21 @@ class SpatialTransformer(nn.Module):
         self.cross_attn = Attention(channels, token_dim, heads)
         self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
-        b, c, height, width = x.shape
-        h = self.norm(x).flatten(2).transpose(1, 2)  # [B, H*W, C], time-major as in the paper
+    def cross_context(self, tokens: torch.Tensor, segment_ids: torch.Tensor | None, shape: torch.Size) -> CrossContext:
+        """The cross-attention's keys, values and SAC-Att mask for feature maps of ``shape`` [B, C, H, W]."""
         mask = None
         if segment_ids is not None:
-            mask = segment_attention_mask(segment_ids, height, tokens.shape[1]).repeat_interleave(width, dim=1)
+            mask = segment_attention_mask(segment_ids, shape[2], tokens.shape[1]).repeat_interleave(shape[3], dim=1)[:, None]
+        return CrossContext(*self.cross_attn.keys_values(tokens), mask)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor | None,
+                cross: CrossContext | None = None) -> torch.Tensor:
+        b, c, height, width = x.shape
+        cross = cross or self.cross_context(tokens, segment_ids, x.shape)
+        h = self.norm(x).flatten(2).transpose(1, 2)  # [B, H*W, C], time-major as in the paper
         s = self.norms[0](h)
         h = h + self.self_attn(s, s)
-        h = h + self.cross_attn(self.norms[1](h), tokens, mask)
+        h = h + self.cross_attn.attend(self.norms[1](h), cross.keys, cross.values, cross.mask)
         h = h + self.ff(self.norms[2](h))
         return x + h.transpose(1, 2).reshape(b, c, height, width)
 
@@ -70,7 +76,8 @@ class PaperUNet2D(ConditionalUNet):
         super().__init__(config, 2 + 2 + N_FEATURE_CHANNELS + 3, 2)
 
     def forward(self, x, t, cond: ConditionBatch, drop_condition=None, segment_aware: bool = True) -> torch.Tensor:
-        aligned, tokens = self.encode_conditions(cond, drop_condition)
+        prepared = self.prepared(cond, drop_condition, segment_aware)
+        aligned, cond = prepared.aligned, prepared.cond
         batch, steps = x.shape[0], x.shape[2]
 
         def image(a: torch.Tensor, n: int) -> torch.Tensor:  # [B, n*88, T] -> [B, n, T, 96]
@@ -80,7 +87,8 @@ class PaperUNet2D(ConditionalUNet):
         known = cond.context[:, -1:, :, None].expand(-1, -1, -1, PADDED_PITCHES)
         h = torch.cat([image(x, 2), image(aligned[:, : 2 * N_PITCHES], 2), features,
                        image(cond.context[:, : 2 * N_PITCHES], 2), known], dim=1)
-        h = self.run_unet(self.conv_in(h), t, tokens, cond.segment_ids if segment_aware else None)
+        h = self.conv_in(h)
+        h = self.run_unet(h if prepared.inputs_term is None else h + prepared.inputs_term, t, prepared)
         out = self.conv_out(h)[..., :N_PITCHES]  # [B, 2, T, 88]
         return out.transpose(2, 3).reshape(batch, 2 * N_PITCHES, steps)
 

@@ -193,6 +193,23 @@ def _stderr_tail(err_file) -> str:
     return " | ".join(line.strip() for line in lines[-_STDERR_TAIL_LINES:]) or "no error message"
 
 
+_F_SETPIPE_SZ = 1031  # Linux's fcntl to resize a pipe (fcntl.F_SETPIPE_SZ from Python 3.10, not on every OS)
+
+
+_MAX_PIPE_BYTES = 1 << 20  # Linux's default cap for unprivileged processes (/proc/sys/fs/pipe-max-size)
+
+
+def _widen_pipe(pipe, size: int) -> None:
+    """Let ``pipe`` hold ``size`` bytes (at most 1 MiB): ffmpeg then decodes a chunk ahead while this process
+    is busy elsewhere (importing torch in a thread), instead of stopping every 64 KiB (16 small frames)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), min(size, _MAX_PIPE_BYTES))
+    except (ImportError, OSError):
+        pass  # another OS, or a size over the cap: the default buffer works, only slower
+
+
 def _stream_frames(
     info: VideoInfo, fps: float | None, size: tuple[int, int], chunk: int, max_frames: int | None = None
 ) -> Iterator[np.ndarray]:
@@ -207,6 +224,7 @@ def _stream_frames(
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file)
         except FileNotFoundError:
             raise InputError("ffmpeg was not found: install ffmpeg (e.g. apt install ffmpeg)") from None
+        _widen_pipe(proc.stdout, frame_bytes * chunk)
         try:
             while True:
                 buf = bytearray(frame_bytes * chunk)

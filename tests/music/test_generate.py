@@ -288,7 +288,8 @@ def test_cascade_writes_one_voice_melody_and_an_accompaniment_under_it(monkeypat
     original = generator.model.forward
 
     def spy(x, t, cond, **kwargs):
-        seen.append(None if cond.melody is None else cond.melody.clone())
+        batch = cond.cond  # the sampler passes the window's conditions prepared
+        seen.append(None if batch.melody is None else batch.melody.clone())
         return original(x, t, cond, **kwargs)
 
     monkeypatch.setattr(generator.model, "forward", spy)

@@ -44,8 +44,14 @@ class FakeModel:
 
     def __init__(self):
         self.calls = []
+        self.prepared = 0
 
-    def __call__(self, x, t, cond, drop_condition=None, segment_aware=True):
+    def prepare(self, cond, drop_condition=None, segment_aware=True):
+        self.prepared += 1
+        return (drop_condition, segment_aware)
+
+    def __call__(self, x, t, prepared):
+        drop_condition, segment_aware = prepared
         self.calls.append((x.shape[0], None if drop_condition is None else drop_condition.tolist(), segment_aware))
         logits = torch.full_like(x, 30.0)
         if drop_condition is not None:
@@ -73,6 +79,7 @@ def test_guidance_one_runs_the_conditional_branch_only():
     fake = FakeModel()
     rolls = sample_rolls(fake, conditions(2), SamplerOptions(steps=4, guidance=1.0), torch.Generator().manual_seed(0))
     assert [c[0] for c in fake.calls] == [2] * 4  # one call per step, batch not doubled
+    assert fake.prepared == 1  # the conditions are prepared once for the window's steps
     assert all(c[1] is None for c in fake.calls)
     assert rolls.min() == 1.0  # the conditional prediction: every cell on
 

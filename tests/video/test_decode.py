@@ -217,3 +217,19 @@ def test_truncated_file_with_index_first_fails_while_decoding(tmp_path):
     info = decode.probe(path)  # the header is intact and still claims 4 s
     with pytest.raises(InputError, match="could be decoded"):
         list(decode.iter_frames(info))
+
+
+def test_the_frame_pipe_holds_a_whole_chunk(tmp_path, monkeypatch):
+    # ffmpeg runs a chunk ahead of its reader (busy importing torch) instead of stopping every 64 KiB.
+    sizes = []
+    real = decode._widen_pipe
+    monkeypatch.setattr(decode, "_widen_pipe", lambda pipe, size: sizes.append(real(pipe, size) or _pipe_size(pipe)))
+    info = decode.probe(make_clip(tmp_path, duration=1.0, size=(160, 90)))
+    assert sum(len(c) for c in decode.iter_frames(info, fps=25.0, size=(48, 27), chunk=256)) == 25
+    assert sizes and sizes[0] >= 48 * 27 * 3 * 256  # 1 MiB at most (Linux's cap for a pipe), 995 KB needed
+
+
+def _pipe_size(pipe) -> int:
+    import fcntl
+
+    return fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
