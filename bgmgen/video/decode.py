@@ -193,9 +193,6 @@ def _stderr_tail(err_file) -> str:
     return " | ".join(line.strip() for line in lines[-_STDERR_TAIL_LINES:]) or "no error message"
 
 
-_F_SETPIPE_SZ = 1031  # Linux's fcntl to resize a pipe (fcntl.F_SETPIPE_SZ from Python 3.10, not on every OS)
-
-
 _MAX_PIPE_BYTES = 1 << 20  # Linux's default cap for unprivileged processes (/proc/sys/fs/pipe-max-size)
 
 
@@ -204,10 +201,13 @@ def _widen_pipe(pipe, size: int) -> None:
     is busy elsewhere (importing torch in a thread), instead of stopping every 64 KiB (16 small frames)."""
     try:
         import fcntl
-
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), min(size, _MAX_PIPE_BYTES))
-    except (ImportError, OSError):
-        pass  # another OS, or a size over the cap: the default buffer works, only slower
+    except ImportError:
+        return  # Windows: the default buffer works, only slower
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux only
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(size, _MAX_PIPE_BYTES))
+        except OSError:
+            pass  # a lower cap set by the administrator: as above
 
 
 def _stream_frames(
