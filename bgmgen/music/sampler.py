@@ -93,6 +93,16 @@ class SamplerTable:
             out = out + weight * estimate
         return out
 
+    def run(self) -> Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A fresh run of the table: ``update(k, x0, x_t) -> x`` after step k, keeping the recent estimates."""
+        recent: deque = deque(maxlen=self.history)  # the clean-roll estimates, newest first
+
+        def update(k: int, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            recent.appendleft(x0)
+            return self.step(k, x, recent)
+
+        return update
+
     @classmethod
     def from_scheduler(cls, sampler: str, steps: int) -> SamplerTable:
         """Probe ``make_scheduler(sampler)`` set to ``steps`` (this imports diffusers); raises ValueError
@@ -133,12 +143,11 @@ class SamplerTable:
         scheduler.set_timesteps(len(self.timesteps))
         g = torch.Generator().manual_seed(seed)
         x_table = x_diffusers = torch.randn(4, 16, generator=g, dtype=dtype)
-        recent: deque = deque(maxlen=self.history)
+        update = self.run()
         largest = 0.0
         for k, t in enumerate(scheduler.timesteps):
             x0 = torch.rand(4, 16, generator=g, dtype=dtype) * 2 - 1
-            recent.appendleft(x0)
-            x_table = self.step(k, x_table, recent)
+            x_table = update(k, x0, x_table)
             x_diffusers = scheduler.step(x0, t, x_diffusers).prev_sample
             # Every step, not just the last: both samplers' final step returns the estimate itself.
             largest = max(largest, float((x_table - x_diffusers).abs().max()))
@@ -258,13 +267,8 @@ def _denoising_steps(options: SamplerOptions, device: torch.device, generator: t
 
     if options.sampler in LINEAR_SAMPLERS:
         table = sampler_table(options.sampler, options.steps)
-        recent: deque = deque(maxlen=table.history)  # the clean-roll estimates, newest first
-
-        def table_update(k: int, t: torch.Tensor, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            recent.appendleft(x0)
-            return table.step(k, x, recent)
-
-        return torch.tensor(table.timesteps, dtype=torch.int64, device=device), table_update
+        update = table.run()
+        return torch.tensor(table.timesteps, dtype=torch.int64, device=device), lambda k, t, x0, x: update(k, x0, x)
     scheduler = make_scheduler(options.sampler)
     scheduler.set_timesteps(options.steps, device=device)
     return scheduler.timesteps, lambda k, t, x0, x: scheduler.step(x0, t, x, generator=generator).prev_sample
