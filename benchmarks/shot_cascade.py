@@ -2,12 +2,13 @@
 
 For every clip given (default: tests/data and ../shared/data/videos) and for synthetic clips with hard cuts,
 dissolves and fades (made with ffmpeg in a temporary folder), decodes the 25 fps 48x27 analysis frames, runs
-TransNetV2 over every frame (the full model) and with the cascade (only around ``candidate_regions``), and
-prints a markdown table: cuts of each, how many of the full model's cuts the cascade finds within two
-frames, extra cuts, the network's work against the full pass's (frames computed, context included) and both
-times.
+TransNetV2 in float32 over every frame (the full model) and the default detector (the cascade, only around
+``candidate_regions``, in the precision ``--precision`` picks: by default what ``auto`` resolves to on this
+CPU), and prints a markdown table: cuts of each, how many of the full model's cuts the cascade finds within
+two frames, extra cuts, the network's work against the full pass's (frames computed, context included) and
+both times.
 
-    python benchmarks/shot_cascade.py [CLIP ...] [--threads 2]
+    python benchmarks/shot_cascade.py [CLIP ...] [--threads 2] [--precision auto]
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("clips", nargs="*", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="the cascade's (the full model runs in fp32)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -98,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         p.name: p for folder in (REPO / "tests" / "data", REPO.parent / "shared" / "data" / "videos")
         for p in sorted(folder.glob("*")) if p.suffix in {".mp4", ".webm", ".avi", ".ogv", ".mov", ".mpeg"}
     }  # fmt: skip
-    full, cascade = TransNetV2Detector(cascade=False), TransNetV2Detector(cascade=True)
+    full = TransNetV2Detector(cascade=False, precision="fp32")
+    cascade = TransNetV2Detector(cascade=True, precision=args.precision)
     cascade._model = full._get_model()
+    precision = cascade._resolved_precision(torch)
     rows, totals = [], {"ref": 0, "found": 0, "extra": 0, "frames": 0, "scored": 0.0, "full_s": 0.0, "cascade_s": 0.0}
     with tempfile.TemporaryDirectory(prefix="bgmgen-cascade-") as tmp:
         clips.update(make_synthetic(Path(tmp)))
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 totals[key] += r[key]
             totals["scored"] += r["scored"] * r["frames"]
             print(rows[-1], file=sys.stderr)
-    print(f"load average {os.getloadavg()[0]:.2f}, torch threads {args.threads}\n")
+    print(f"load average {os.getloadavg()[0]:.2f}, torch threads {args.threads}, cascade in {precision}\n")
     print("| Clip | Frames | Full-model cuts | Cascade cuts | Full cuts found (+-2 frames) | Extra | Work "
           "| Full s | Cascade s |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -1,6 +1,7 @@
-"""The fast TransNetV2 (``bgmgen.video.transnet``) against the reference module, and the shot-detection cascade
-against the full model: on every clip in tests/data and on synthetic hard cuts, dissolves and fades, the
-cascade must find >= 99 % of the full model's cuts within two frames and add <= 1 % extra."""
+"""The fast TransNetV2 (``bgmgen.video.transnet``) against the reference module, and the default shot detector
+(the cascade, in the precision ``auto`` picks, and with int8 convolutions) against the full float32 model: on
+every clip in tests/data and on synthetic hard cuts, dissolves and fades, it must find >= 99 % of the full
+model's cuts within two frames and add <= 1 % extra."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def _make(tmp: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def full() -> shots.TransNetV2Detector:
-    return shots.TransNetV2Detector(cascade=False)
+    return shots.TransNetV2Detector(cascade=False, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +106,20 @@ def test_candidate_regions_cover_jumps_and_drifts_and_skip_still_frames():
     assert shots.candidate_regions(frames[:0]) == []
 
 
+@pytest.fixture(scope="module")
+def full_cuts(full, all_clips) -> dict[str, list[float]]:
+    return {name: full.detect(frames, FPS) for name, frames in all_clips.items()}
+
+
 @pytest.mark.slow
-def test_cascade_keeps_the_full_models_cuts(full, all_clips):
-    cascade = shots.TransNetV2Detector(cascade=True)
+@pytest.mark.parametrize("precision", ["auto", "int8"])
+def test_cascade_keeps_the_full_models_cuts(full, all_clips, full_cuts, precision):
+    cascade = shots.TransNetV2Detector(cascade=True, precision=precision)
     cascade._model = full._get_model()
     reference_total = found_total = extra_total = 0
     skipped = []
     for name, frames in all_clips.items():
-        reference, found = full.detect(frames, FPS), cascade.detect(frames, FPS)
+        reference, found = full_cuts[name], cascade.detect(frames, FPS)
         hits = _matched(reference, found)
         reference_total += len(reference)
         found_total += hits
@@ -124,3 +131,23 @@ def test_cascade_keeps_the_full_models_cuts(full, all_clips):
     assert found_total >= 0.99 * reference_total, f"{found_total} of {reference_total} cuts found"
     assert extra_total <= 0.01 * reference_total, f"{extra_total} extra cuts"
     assert max(skipped) > 0.5  # and the cascade does skip work where the picture holds still
+
+
+def test_int8_path_stays_close_to_float32(full):
+    from bgmgen.video.transnet import int8_available
+
+    assert int8_available()  # x86 torch builds carry oneDNN's int8 convolution
+    frames = torch.from_numpy(_frames(DATA_DIR / "rocket_launch.webm")[:150])  # the cut at 3.1 s
+    model = full._get_model()
+    with torch.inference_mode():
+        exact, approximate = torch.sigmoid(model(frames)), torch.sigmoid(model(frames, int8=True))
+    assert exact.max() > 0.5  # the window does hold a transition
+    assert 0 < (exact - approximate).abs().max().item() < 0.02  # int8 did run, and stayed close
+    assert torch.equal(torch.sigmoid(model(frames)), exact)  # packing int8 weights left the float32 path alone
+
+
+def test_precision_choices_by_device():
+    assert shots.TransNetV2Detector(device="cpu", precision="fp32")._resolved_precision(torch) == "fp32"
+    assert shots.TransNetV2Detector(device="cuda")._resolved_precision(torch) == "fp32"
+    with pytest.raises(shots.ModelError, match="int8"):
+        shots.TransNetV2Detector(device="cuda", precision="int8")._resolved_precision(torch)
