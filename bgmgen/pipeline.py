@@ -125,11 +125,9 @@ class Scorer:
         # The shipped sampler table (milliseconds), or for ddpm and unshipped step counts diffusers' import
         # (1-3 s): here, beside the video's analysis, rather than on the first window's critical path.
         prepare_sampler(self.options.sampler)
-        # Modules later stages need, imported while ffmpeg decodes (a core has room then) rather than on the
-        # critical path: the plan's tempo fit (scipy.optimize's linprog, 0.4 s) and the render's loudness
-        # filters (scipy.signal, 0.4 s).
+        # The plan's tempo fit (scipy.optimize's linprog, 0.2-0.4 s to import), imported here rather than on the
+        # critical path. (The render imports its own scipy modules while FluidSynth runs.)
         import scipy.optimize  # noqa: F401
-        import scipy.signal  # noqa: F401
 
         return generator
 
@@ -190,7 +188,7 @@ class Scorer:
             seconds["render"] = time.perf_counter() - start
             report("render", 1.0)
             start = time.perf_counter()
-            mux(video, wav, output, info.duration, info.has_audio, self.options.mux, progress=lambda f: report("mux", f))
+            mux(video, wav, output, info.duration, info.has_audio, self.options.mux, lambda f: report("mux", f), info)
             seconds["mux"] = time.perf_counter() - start
             report("mux", 1.0)
         return ScoreResult(output, plan, _n_notes(band), seconds, parts.combined(), parts, band,

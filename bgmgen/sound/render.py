@@ -18,6 +18,7 @@ measured static gain plus a transparent limiter is simpler to reason about and t
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -193,11 +194,18 @@ def render_stems(
     roles = list(midis)
     with tempfile.TemporaryDirectory(prefix="bgmgen-stems-") as tmp:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            raws = list(pool.map(
-                lambda role: None if midis[role] is None
-                else run_fluidsynth(Path(midis[role]), soundfont, Path(tmp) / f"{role}.raw.wav", sr),
-                roles,
-            ))  # fmt: skip
+            renders = [
+                None if midis[role] is None
+                else pool.submit(run_fluidsynth, Path(midis[role]), soundfont, Path(tmp) / f"{role}.raw.wav", sr)
+                for role in roles
+            ]  # fmt: skip
+            # The levelling's modules (scipy.signal alone is 0.3 s) are imported while FluidSynth renders: one
+            # core is free once the short melody part is done, and elsewhere they would slow the shot detection.
+            import scipy.io.wavfile  # noqa: F401
+            import scipy.ndimage  # noqa: F401
+            import scipy.signal  # noqa: F401
+
+            raws = [None if render is None else render.result() for render in renders]
         silent = lambda start, stop: np.zeros((stop - start, 2))  # noqa: E731
         reads = [silent if raw is None else _track_reader(raw, n, sr, options.fade_out) for raw in raws]
         if lead is not None and lead[0] in roles:  # a silent lead is left as it is (see ``balanced``)
@@ -271,8 +279,13 @@ def run_fluidsynth(midi_path: Path, soundfont: Path, raw_wav: Path, sample_rate:
         str(soundfont.resolve()), str(midi_path.resolve()),
     ]  # fmt: skip
     log.debug("running %s", " ".join(args))
+    # Debian's FluidSynth starts SDL's audio at launch even to render a file; SDL's ALSA hotplug thread sleeps
+    # 100 ms at a time, and the exit waits for it: 50 ms a render on average. SDL's dummy driver has no thread.
+    env = {**os.environ, "SDL_AUDIODRIVER": "dummy"}
     try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+        proc = subprocess.run(
+            args, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", env=env
+        )  # fmt: skip
     except OSError as e:
         raise ToolError(f"could not run fluidsynth: {e}") from e
     # FluidSynth exits 0 even when it cannot load the SoundFont or open the output: read stderr.

@@ -47,6 +47,7 @@ class VideoInfo:
     container: str  # ffprobe format_name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
     frame_count: int | None  # from the container header when it says so
     stream_index: int = 0  # index of the video stream used (cover-art streams are skipped)
+    audio_index: int | None = None  # index of the first audio stream; None when there is none
 
 
 def _ratio(text: str | None) -> float:
@@ -146,6 +147,7 @@ def probe(path: Path) -> VideoInfo:
     rotation = _rotation(video)
     if rotation in (90, 270):
         width, height = height, width
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
 
     return VideoInfo(
         path=path,
@@ -154,11 +156,12 @@ def probe(path: Path) -> VideoInfo:
         width=width,
         height=height,
         rotation=rotation,
-        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        has_audio=audio is not None,
         video_codec=codec,
         container=container,
         frame_count=nb_frames,
         stream_index=int(video.get("index", 0)),
+        audio_index=None if audio is None else int(audio["index"]),
     )
 
 

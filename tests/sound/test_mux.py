@@ -117,6 +117,23 @@ def test_mp4_h264_is_copied_with_music(media, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_the_callers_probe_spares_a_second_one(media, tmp_path, monkeypatch):
+    from bgmgen.video.decode import probe
+
+    info = probe(media["mp4"])
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("bgmgen.sound.mux.ffmpeg.probe", no_probe)
+        out = mux(media["mp4"], media["music"], tmp_path / "out.mp4", SECONDS, has_audio=True, info=info,
+                  options=MuxOptions(keep_audio=True))  # fmt: skip
+    assert_good_output(out, media["mp4"], copied=True)
+    audio = decode_audio(out)
+    assert tone_level_db(audio, ORIGINAL_HZ) > tone_level_db(audio, MUSIC_HZ) - 30  # its audio stream was found
+
+
 def test_keep_audio_mixes_original_under_music(media, tmp_path):
     levels = {}
     for gain in (-6.0, -18.0):
@@ -181,8 +198,8 @@ def test_cover_art_before_the_video_is_skipped(monkeypatch):
         {"index": 3, "codec_type": "video", "codec_name": "h264", "disposition": {"attached_pic": 0}},
     ]
     monkeypatch.setattr("bgmgen.sound.mux.ffmpeg.probe", lambda path, **kwargs: {"streams": streams})
-    video, audio_index = _pick_streams(Path("any.mp4"))
-    assert video["index"] == 3 and audio_index == 2
+    streams = _pick_streams(Path("any.mp4"))
+    assert streams.index == 3 and streams.audio_index == 2
 
 
 def test_odd_file_names_and_unreadable_input(media, tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ def test_probe_describes_clip_with_audio(tmp_path):
     assert info.fps == pytest.approx(25.0)
     assert (info.width, info.height, info.rotation) == (64, 36, 0)
     assert info.has_audio
+    assert (info.stream_index, info.audio_index) == (0, 1)
     assert info.video_codec == "h264"
     assert "mp4" in info.container
     assert info.frame_count == 50
@@ -37,7 +38,7 @@ def test_probe_describes_clip_with_audio(tmp_path):
 
 def test_probe_clip_without_audio_and_other_container(tmp_path):
     info = decode.probe(make_clip(tmp_path, "clip.webm", duration=1.0, fps=30))
-    assert not info.has_audio
+    assert not info.has_audio and info.audio_index is None
     assert info.video_codec == "vp8"
     assert "webm" in info.container
     assert info.fps == pytest.approx(30.0)
