@@ -248,9 +248,9 @@ class TransNetV2Detector:
 
     def _resolved_precision(self, torch) -> str:
         """The precision to run in: "fp32", "bf16" or "int8" ("auto" as the class docstring says)."""
-        on_cpu = not self.device.startswith("cuda")
         from bgmgen.video.transnet import int8_available
 
+        on_cpu = not self.device.startswith("cuda")
         if self.precision == "int8" and not (on_cpu and int8_available()):
             raise ModelError("TransNetV2's int8 precision needs a CPU and a torch with oneDNN: use 'fp32'")
         if self.precision != "auto":
