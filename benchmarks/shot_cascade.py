@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     full = TransNetV2Detector(cascade=False, precision="fp32")
     cascade = TransNetV2Detector(cascade=True, precision=args.precision)
     cascade._model = full._get_model()
-    precision = cascade._resolved_precision(torch)
+    precision = cascade.resolved_precision(torch)
     rows, totals = [], {"ref": 0, "found": 0, "extra": 0, "frames": 0, "scored": 0.0, "full_s": 0.0, "cascade_s": 0.0}
     with tempfile.TemporaryDirectory(prefix="bgmgen-cascade-") as tmp:
         clips.update(make_synthetic(Path(tmp)))

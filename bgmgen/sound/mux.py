@@ -26,15 +26,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import ffmpeg
 
-from bgmgen.errors import InputError, OutputError, ToolError
+from bgmgen.errors import OutputError, ToolError
 from bgmgen.files import new_partial
-
-if TYPE_CHECKING:
-    from bgmgen.video.decode import VideoInfo
+from bgmgen.video.decode import VideoInfo, probe
 
 log = logging.getLogger("bgmgen")
 
@@ -180,20 +176,18 @@ def mux(
     `options.keep_audio` and `has_audio`, the original sound is mixed in at
     `options.original_gain_db`, the music is ducked under it (`options.duck`) and the mix is
     brought to `options.loudness` LUFS. `progress`, if given, is called with the fraction done (0..1).
-    `info`: `video.decode.probe(video_path)` where the caller has it, so the streams are not probed again.
-    Returns `output_path`. Raises OutputError (see check_output_path), InputError (no video
-    stream) and ToolError (ffmpeg failed; the message carries its stderr).
+    `info`: `video.decode.probe(video_path)` where the caller has it (else it is probed here); the video
+    stream and the original sound are the ones it names. Returns `output_path`. Raises OutputError (see
+    check_output_path), InputError (see `probe`) and ToolError (ffmpeg failed; the message carries its stderr).
     """
     video_path, music_wav, output_path = Path(video_path), Path(music_wav), Path(output_path)
     check_output_path(video_path, output_path, options.force)
     container = CONTAINERS[output_path.suffix.lower()]
-    video = _pick_streams(video_path) if info is None else _Streams(
-        info.stream_index, info.video_codec, info.rotation, info.audio_index
-    )  # fmt: skip
+    video = info if info is not None else probe(video_path)
     original_audio = video.audio_index if options.keep_audio and has_audio else None
     # ffmpeg (5.1) writes the display matrix only to MP4/MOV; elsewhere a copied phone video would
     # play sideways, while re-encoding applies the rotation to the pixels (autorotate).
-    copy = video.codec in container.video_copy and (video.rotation == 0 or container.keeps_rotation)
+    copy = video.video_codec in container.video_copy and (video.rotation == 0 or container.keeps_rotation)
 
     gain_db = 0.0
     if original_audio is not None:
@@ -212,7 +206,7 @@ def mux(
             if not copy:
                 raise
             # A codec the table allows can still be refused (an odd profile or codec tag).
-            log.warning("copying the %s video failed, re-encoding it: %s", video.codec, e)
+            log.warning("copying the %s video failed, re-encoding it: %s", video.video_codec, e)
             _run(build(copy=False), duration, progress)
         if options.force or not output_path.exists():
             os.replace(tmp, output_path)
@@ -224,44 +218,12 @@ def mux(
     return output_path
 
 
-@dataclass(frozen=True)
-class _Streams:
-    """The input's streams the mux uses: the first real video stream and the first audio stream."""
-
-    index: int  # of the video stream
-    codec: str  # the video's ffprobe codec name
-    rotation: int  # display rotation in degrees, 0 when none
-    audio_index: int | None  # None: no sound
-
-
-def _pick_streams(video_path: Path) -> _Streams:
-    """The first real video stream (no cover art) and the first audio stream, from ffprobe."""
-    try:
-        streams = ffmpeg.probe(str(video_path.resolve()), v="error")["streams"]
-    except ffmpeg.Error as e:
-        raise InputError(f"cannot read {video_path}: {_tail(e.stderr)}") from e
-    videos = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
-    if not videos:
-        raise InputError(f"no video stream in {video_path}")
-    audios = [s["index"] for s in streams if s.get("codec_type") == "audio"]
-    video, audio_index = videos[0], (audios[0] if audios else None)
-    return _Streams(int(video["index"]), video.get("codec_name", "unknown"), _rotation(video), audio_index)
-
-
-def _rotation(stream: dict) -> int:
-    """The display rotation of a probed video stream in degrees (0 when none)."""
-    for side in stream.get("side_data_list", []):
-        if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360
-    return int(stream.get("tags", {}).get("rotate", 0)) % 360  # ffmpeg < 5 reported it as a tag
-
-
 def _build(
     video_path: Path,
     music_wav: Path,
     out: Path,
     duration: float,
-    video: _Streams,
+    video: VideoInfo,
     original_audio: int | None,
     gain_db: float,
     options: MuxOptions,
@@ -272,16 +234,16 @@ def _build(
     # Absolute paths, so a name like "-x.mp4" or "http:x.mp4" is never read as an option or protocol.
     # genpts: MPEG-PS packets may lack timestamps, which Matroska and MP4 refuse in a stream copy.
     source = ffmpeg.input(str(video_path.resolve()), fflags="+genpts")
-    v = source[str(video.index)]
+    v = source[str(video.stream_index)]
     if copy:
         vopts: dict = {"c:v": "copy"}
-        if video.codec == "hevc" and out.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        if video.video_codec == "hevc" and out.suffix.lower() in (".mp4", ".m4v", ".mov"):
             vopts["tag:v"] = "hvc1"  # the tag Apple players require for HEVC
     else:
         # 4:2:0 needs even sizes; rotation is applied by ffmpeg's autorotate before this.
         v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
         vopts = dict(container.video_encode)
-        log.info("re-encoding the %s video for %s", video.codec, out.suffix)
+        log.info("re-encoding the %s video for %s", video.video_codec, out.suffix)
 
     if original_audio is not None:
         mixed = _mix_graph(video_path, music_wav, original_audio, options, source=source)

@@ -375,4 +375,4 @@ def _write_wav_atomic(path: Path, music, sample_rate: int) -> None:
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         for x in music:
-            out.writeframes(np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes())
+            out.writeframes(_pcm16(x))

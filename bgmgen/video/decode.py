@@ -110,7 +110,7 @@ def probe(path: Path) -> VideoInfo:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     try:
-        meta = ffmpeg.probe(str(path))
+        meta = ffmpeg.probe(str(path.resolve()))  # absolute: a name like "-x.mp4" is not read as an option
     except ffmpeg.Error as exc:
         raise InputError(f"{path}: not a readable video ({_last_line(exc.stderr)})") from None
     except FileNotFoundError:

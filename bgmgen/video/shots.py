@@ -242,11 +242,11 @@ class TransNetV2Detector:
         self.device = device  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when there is one)
         self.threshold = threshold  # on the single-frame head's probability
         self.max_window = max(max_window, 2 * _CONTEXT_FRAMES + 1)
-        self.precision = precision  # one of PRECISIONS; "auto" is resolved by ``_resolved_precision``
+        self.precision = precision  # one of PRECISIONS; "auto" is resolved by ``resolved_precision``
         self.cascade = cascade  # score only around candidate_regions (the same cuts, less compute)
         self._model = None
 
-    def _resolved_precision(self, torch) -> str:
+    def resolved_precision(self, torch) -> str:
         """The precision to run in: "fp32", "bf16" or "int8" ("auto" as the class docstring says)."""
         from bgmgen.video.transnet import int8_available
 
@@ -292,7 +292,7 @@ class TransNetV2Detector:
                 progress(1.0)
             return out
         model = self._get_model()
-        precision = self._resolved_precision(torch)
+        precision = self.resolved_precision(torch)
         autocast = nullcontext()
         if precision == "bf16":
             autocast = torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", dtype=torch.bfloat16)

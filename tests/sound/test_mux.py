@@ -14,7 +14,7 @@ import pytest
 from scipy.io import wavfile
 
 from bgmgen.errors import InputError, OutputError, ToolError
-from bgmgen.sound.mux import CONTAINERS, MuxOptions, _pick_streams, check_output_path, mux
+from bgmgen.sound.mux import CONTAINERS, MuxOptions, check_output_path, mux
 
 SECONDS = 3.0
 FPS = 25
@@ -190,16 +190,21 @@ def test_only_first_video_stream_is_kept(media, tmp_path):
     assert (video_of(info)["width"], video_of(info)["height"]) == (320, 240)
 
 
-def test_cover_art_before_the_video_is_skipped(monkeypatch):
+def test_cover_art_before_the_video_is_skipped(monkeypatch, tmp_path):
+    from bgmgen.video.decode import probe
+
     streams = [
         {"index": 0, "codec_type": "video", "codec_name": "mjpeg", "disposition": {"attached_pic": 1}},
         {"index": 1, "codec_type": "data", "codec_name": "bin_data"},
         {"index": 2, "codec_type": "audio", "codec_name": "aac"},
-        {"index": 3, "codec_type": "video", "codec_name": "h264", "disposition": {"attached_pic": 0}},
-    ]
-    monkeypatch.setattr("bgmgen.sound.mux.ffmpeg.probe", lambda path, **kwargs: {"streams": streams})
-    streams = _pick_streams(Path("any.mp4"))
-    assert streams.index == 3 and streams.audio_index == 2
+        {"index": 3, "codec_type": "video", "codec_name": "h264", "disposition": {"attached_pic": 0},
+         "width": 320, "height": 240, "avg_frame_rate": "25/1", "duration": "3.0"},
+    ]  # fmt: skip
+    fake = {"format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "3.0"}, "streams": streams}
+    monkeypatch.setattr("bgmgen.video.decode.ffmpeg.probe", lambda path, **kwargs: fake)
+    (tmp_path / "any.mp4").write_bytes(b"x")
+    info = probe(tmp_path / "any.mp4")  # what mux reads its streams from
+    assert info.stream_index == 3 and info.audio_index == 2
 
 
 def test_odd_file_names_and_unreadable_input(media, tmp_path, monkeypatch):

@@ -162,10 +162,10 @@ def test_bf16_is_not_native_under_a_onednn_isa_cap_without_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # as on a CPU with bf16
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert shots._cpu_has_native_bf16(torch)
-    assert shots.TransNetV2Detector()._resolved_precision(torch) == "bf16"
+    assert shots.TransNetV2Detector().resolved_precision(torch) == "bf16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN would emulate bf16 there, far slower than fp32
     assert not shots._cpu_has_native_bf16(torch)
-    assert shots.TransNetV2Detector()._resolved_precision(torch) == "int8"  # the next fastest there
+    assert shots.TransNetV2Detector().resolved_precision(torch) == "int8"  # the next fastest there
 
 
 def test_transnet_rejects_wrong_frame_size(transnet):

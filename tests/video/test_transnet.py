@@ -147,7 +147,7 @@ def test_int8_path_stays_close_to_float32(full):
 
 
 def test_precision_choices_by_device():
-    assert shots.TransNetV2Detector(device="cpu", precision="fp32")._resolved_precision(torch) == "fp32"
-    assert shots.TransNetV2Detector(device="cuda")._resolved_precision(torch) == "fp32"
+    assert shots.TransNetV2Detector(device="cpu", precision="fp32").resolved_precision(torch) == "fp32"
+    assert shots.TransNetV2Detector(device="cuda").resolved_precision(torch) == "fp32"
     with pytest.raises(shots.ModelError, match="int8"):
-        shots.TransNetV2Detector(device="cuda", precision="int8")._resolved_precision(torch)
+        shots.TransNetV2Detector(device="cuda", precision="int8").resolved_precision(torch)
